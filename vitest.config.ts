@@ -1,0 +1,12 @@
+import { defineConfig } from 'vitest/config';
+
+// Tiers: test/unit (pure), test/netns (real kernel, root), test/e2e (local cluster).
+// The netns and e2e tiers touch shared kernel state, so files run one at a time there.
+export default defineConfig({
+  test: {
+    include: ['test/**/*.test.ts'],
+    testTimeout: 60_000,
+    hookTimeout: 600_000,
+    pool: 'forks',
+  },
+});
