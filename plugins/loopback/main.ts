@@ -1,0 +1,12 @@
+// Placeholder until the loopback plugin lands; replaced by its owner.
+import { CniError, type PluginHandlers } from '../../lib/cni/types.ts';
+
+const notYet = (): never => {
+  throw new CniError(7, 'loopback: not implemented yet');
+};
+
+export const handlers: PluginHandlers = {
+  add: async () => notYet(),
+  del: async () => notYet(),
+  check: async () => notYet(),
+};
