@@ -62,6 +62,15 @@ export interface ServicePlan {
   localEndpoints: Endpoint[];
   /** true when the service has endpoints somewhere but none usable here for internal traffic: drop, not reject */
   hasEndpointsElsewhere: boolean;
+  /**
+   * Optional (set by proxy/model/plan.ts): cluster-wide endpoints (ready + topology, else serving-terminating),
+   * whatever internalTrafficPolicy says. External traffic under externalTrafficPolicy=Cluster goes here, and so does
+   * pod- or node-originated traffic to NodePorts/LB IPs/externalIPs under externalTrafficPolicy=Local
+   * (kube-proxy's short-circuit). When absent, use clusterEndpoints.
+   */
+  clusterWideEndpoints?: Endpoint[];
+  /** Optional (set by plan.ts): any ready or serving-terminating endpoint exists anywhere. No endpoints = reject. */
+  hasAnyEndpoints?: boolean;
 }
 
 export interface ProxyConfigView {
