@@ -1,0 +1,119 @@
+// Validates kind-config.yaml (and its IPv6 / dual-stack variants) and the manifests in deploy/: they parse, carry the
+// settings flatnet depends on, and agree with each other on subnets.
+import { readFileSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseAllDocuments } from 'yaml';
+import { describe, expect, it } from 'vitest';
+
+const root = join(import.meta.dirname, '../../..');
+type Obj = Record<string, unknown> & { kind?: string; metadata?: { name?: string; namespace?: string } };
+
+function docs(rel: string): Obj[] {
+  const all = parseAllDocuments(readFileSync(join(root, rel), 'utf8'));
+  for (const d of all) expect(d.errors, `${rel}: ${d.errors.join('; ')}`).toEqual([]);
+  return all.map((d) => d.toJS() as Obj).filter(Boolean);
+}
+const manifests = () => readdirSync(join(root, 'deploy/manifests')).flatMap((f) => docs(`deploy/manifests/${f}`));
+const find = (kind: string) => {
+  const o = manifests().find((m) => m.kind === kind);
+  expect(o, kind).toBeDefined();
+  return o as Obj;
+};
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+const get = (o: unknown, path: string): any => path.split('.').reduce<unknown>((v, k) => (v as Record<string, unknown> | undefined)?.[k], o);
+
+function configMapFiles(rel = 'deploy/manifests/config.yaml') {
+  const cm = docs(rel).find((d) => d.kind === 'ConfigMap')!;
+  const data = cm.data as Record<string, string>;
+  return {
+    proxy: docs2(data['config.yaml']!),
+    overlay: docs2(data['overlay.yaml']!),
+    conflist: JSON.parse(data['cni-conflist.json']!) as { name: string; cniVersion: string; plugins: { type: string }[] },
+  };
+}
+function docs2(text: string): Obj {
+  const [d] = parseAllDocuments(text);
+  expect(d!.errors).toEqual([]);
+  return d!.toJS() as Obj;
+}
+
+describe('kind configs', () => {
+  for (const [file, family, overlayFile] of [
+    ['kind-config.yaml', 'ipv4', 'deploy/manifests/config.yaml'],
+    ['deploy/kind/kind-config-ipv6.yaml', 'ipv6', 'deploy/overlays/ipv6/config.yaml'],
+    ['deploy/kind/kind-config-dual.yaml', 'dual', 'deploy/overlays/dual/config.yaml'],
+  ] as const) {
+    it(`${file}: no kindnet, no kube-proxy, 1 control plane + 2 workers, subnets match the ConfigMap`, () => {
+      const [cfg] = docs(file);
+      expect(cfg!.kind).toBe('Cluster');
+      expect(cfg!.apiVersion).toBe('kind.x-k8s.io/v1alpha4');
+      const net = cfg!.networking as Record<string, unknown>;
+      expect(net.disableDefaultCNI).toBe(true);
+      expect(net.kubeProxyMode).toBe('none');
+      expect(net.ipFamily).toBe(family);
+      const roles = (cfg!.nodes as { role: string }[]).map((n) => n.role);
+      expect(roles).toEqual(['control-plane', 'worker', 'worker']);
+      const { proxy, overlay } = configMapFiles(overlayFile);
+      expect(proxy.clusterCIDR).toBe(net.podSubnet);
+      expect(overlay.clusterCIDR).toBe(net.podSubnet);
+      expect(overlay.serviceCIDR).toBe(net.serviceSubnet);
+    });
+  }
+});
+
+describe('deploy/ manifests', () => {
+  it('kustomization lists every manifest', () => {
+    const [k] = docs('deploy/kustomization.yaml');
+    expect((k!.resources as string[]).sort()).toEqual(readdirSync(join(root, 'deploy/manifests')).map((f) => `manifests/${f}`).sort());
+  });
+
+  it('RBAC grants exactly what the daemon uses', () => {
+    const role = find('ClusterRole');
+    const grants = new Set<string>();
+    for (const r of role.rules as { apiGroups: string[]; resources: string[]; verbs: string[] }[]) {
+      for (const g of r.apiGroups) for (const res of r.resources) for (const v of r.verbs) grants.add(`${g || 'core'}/${res}:${v}`);
+    }
+    expect([...grants].sort()).toEqual(
+      [
+        'core/services:get', 'core/services:list', 'core/services:watch',
+        'core/nodes:get', 'core/nodes:list', 'core/nodes:watch', 'core/nodes:patch',
+        'discovery.k8s.io/endpointslices:get', 'discovery.k8s.io/endpointslices:list', 'discovery.k8s.io/endpointslices:watch',
+        'core/events:create', 'core/events:patch', 'events.k8s.io/events:create', 'events.k8s.io/events:patch',
+      ].sort(),
+    );
+    const binding = find('ClusterRoleBinding');
+    expect(get(binding, 'roleRef.name')).toBe('flatnet');
+    expect(get(binding, 'subjects')).toEqual([{ kind: 'ServiceAccount', name: 'flatnet', namespace: 'flatnet-system' }]);
+  });
+
+  it('the DaemonSet runs on every node with the mounts, probes and capabilities it needs', () => {
+    const ds = find('DaemonSet');
+    const spec = get(ds, 'spec.template.spec');
+    expect(spec.hostNetwork).toBe(true);
+    expect(spec.priorityClassName).toBe('system-node-critical');
+    expect(spec.serviceAccountName).toBe('flatnet');
+    expect(spec.tolerations).toEqual([{ operator: 'Exists' }]);
+    const main = spec.containers[0];
+    expect(main.securityContext.privileged).toBe(false);
+    expect(main.securityContext.capabilities.add).toEqual(expect.arrayContaining(['NET_ADMIN', 'NET_RAW']));
+    expect(main.livenessProbe.httpGet).toMatchObject({ path: '/livez', port: 10256 });
+    expect(main.readinessProbe.httpGet).toMatchObject({ path: '/healthz', port: 10256 });
+    const mounts = Object.fromEntries(main.volumeMounts.map((m: { name: string; mountPath: string; readOnly?: boolean }) => [m.mountPath, m]));
+    for (const p of ['/run/xtables.lock', '/lib/modules', '/var/lib/cni', '/etc/cni/net.d', '/opt/cni/bin']) expect(mounts[p], p).toBeDefined();
+    expect(mounts['/lib/modules'].readOnly).toBe(true);
+    const vols = Object.fromEntries(spec.volumes.map((v: { name: string; hostPath?: { path: string } }) => [v.name, v.hostPath?.path]));
+    expect(vols['xtables-lock']).toBe('/run/xtables.lock');
+    const init = spec.initContainers[0];
+    expect(init.command.join(' ')).toContain('install-cni.sh');
+    expect(init.restartPolicy).toBe('Always');
+  });
+
+  it('the conflist template names flatnet plugins only, and the vxlan plugin first', () => {
+    const { conflist, overlay, proxy } = configMapFiles();
+    expect(conflist.plugins.map((p) => p.type)).toEqual(['vxlan', 'portmap']);
+    expect(proxy.kind).toBe('KubeProxyConfiguration');
+    expect(proxy.apiVersion).toBe('kubeproxy.config.k8s.io/v1alpha1');
+    expect(overlay.port).toBe(8472);
+    expect(overlay.vni).toBe(1);
+  });
+});
