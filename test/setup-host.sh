@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# npm run setup: prepares this machine for the tests and the local cluster (run as root).
+#  1. Debian packages: iproute2, iptables, nftables, conntrack, ipset, ipvsadm, the reference CNI plugins,
+#     containerd + runc, iperf3, openssl, socat, jq, ethtool, gcc (for the static pause binary);
+#  2. the real Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager, kubectl, kube-proxy, crictl),
+#     built from the Go module proxy and cached in /var/cache/flatnet keyed by version;
+#  3. the CNI plugin binaries (npm run build -> dist/bin).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export DEBIAN_FRONTEND=noninteractive
+pkgs="iproute2 iptables nftables conntrack ipset ipvsadm containernetworking-plugins containerd runc iperf3 openssl jq socat psmisc util-linux ethtool gcc libc6-dev kmod"
+missing=""
+for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
+if [ -n "$missing" ]; then
+  echo "[setup] apt-get install$missing"
+  apt-get update -qq
+  apt-get install -y -qq $missing >/dev/null
+fi
+echo "[setup] control plane"
+bash test/cluster/build-control-plane.sh
+echo "[setup] CNI plugins"
+npm run -s build
