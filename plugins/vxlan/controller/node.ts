@@ -1,0 +1,99 @@
+// The slice of a Kubernetes Node the overlay needs, and the sources that provide Nodes.
+import { ipFamily, parseCidr } from '../cidr.ts';
+
+export interface OverlayNode {
+  name: string;
+  /** InternalIP addresses from status.addresses, in API order */
+  internalIPs: string[];
+  /** spec.podCIDRs (or spec.podCIDR), canonical text */
+  podCIDRs: string[];
+  annotations: Record<string, string>;
+}
+
+/** A Node-like object, as the API returns it (only the fields used). */
+export interface NodeLike {
+  metadata?: { name?: string; annotations?: Record<string, string> | undefined };
+  spec?: { podCIDR?: string; podCIDRs?: string[] };
+  status?: { addresses?: { type: string; address: string }[] };
+}
+
+/** Converts a Node-like object; returns undefined for objects without a name. Invalid CIDRs/IPs are dropped. */
+export function toOverlayNode(n: NodeLike): OverlayNode | undefined {
+  const name = n.metadata?.name;
+  if (!name) return undefined;
+  const rawCidrs = n.spec?.podCIDRs?.length ? n.spec.podCIDRs : n.spec?.podCIDR ? [n.spec.podCIDR] : [];
+  const podCIDRs: string[] = [];
+  for (const c of rawCidrs) {
+    try {
+      podCIDRs.push(parseCidr(c).text);
+    } catch {
+      /* ignore malformed */
+    }
+  }
+  const internalIPs = (n.status?.addresses ?? [])
+    .filter((a) => a.type === 'InternalIP' && ipFamily(a.address) !== undefined)
+    .map((a) => a.address);
+  return { name, internalIPs, podCIDRs, annotations: { ...(n.metadata?.annotations ?? {}) } };
+}
+
+/** Where the controller gets Nodes from: the API (kube.ts) or an in-memory list (tests). */
+export interface NodeSource {
+  /** Begin watching; resolves once the initial list is in. onChange is called after every later change. */
+  start(onChange: () => void): Promise<void>;
+  /** The current set of nodes. */
+  list(): OverlayNode[];
+  /** Merge these annotations into the named Node. */
+  annotate(name: string, annotations: Record<string, string>): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/** An in-memory NodeSource: nodes are set by the caller; annotate() updates the stored node like the API would. */
+export class MemoryNodeSource implements NodeSource {
+  private nodes = new Map<string, OverlayNode>();
+  private onChange: (() => void) | undefined;
+
+  constructor(nodes: NodeLike[] = []) {
+    for (const n of nodes) this.put(n, false);
+  }
+
+  async start(onChange: () => void): Promise<void> {
+    this.onChange = onChange;
+  }
+
+  list(): OverlayNode[] {
+    return [...this.nodes.values()].map((n) => ({ ...n, annotations: { ...n.annotations } }));
+  }
+
+  async annotate(name: string, annotations: Record<string, string>): Promise<void> {
+    const n = this.nodes.get(name);
+    if (!n) throw new Error(`node ${name} not found`);
+    this.nodes.set(name, { ...n, annotations: { ...n.annotations, ...annotations } });
+    this.fire();
+  }
+
+  async stop(): Promise<void> {
+    this.onChange = undefined;
+  }
+
+  /** Add or replace a node (as a watch ADDED/MODIFIED event would). */
+  put(n: NodeLike | OverlayNode, notify = true): void {
+    const o = 'internalIPs' in n ? { ...n, annotations: { ...n.annotations } } : toOverlayNode(n);
+    if (!o) throw new Error('node without a name');
+    this.nodes.set(o.name, o);
+    if (notify) this.fire();
+  }
+
+  remove(name: string): void {
+    this.nodes.delete(name);
+    this.fire();
+  }
+
+  get(name: string): OverlayNode | undefined {
+    return this.nodes.get(name);
+  }
+
+  private fire(): void {
+    const cb = this.onChange;
+    if (cb) queueMicrotask(cb);
+  }
+}
