@@ -1,0 +1,14 @@
+// lib/nft: an `nft -f` transaction builder and a thin runner, shared by the portmap plugin and the proxy.
+//
+//   NftTransaction  add/delete/flush tables, chains (base chains with type/hook/priority), rules (with comments),
+//                   sets/maps and elements (chunked by ELEMENT_CHUNK = 1000 per command); render() -> text
+//   quoteString     comment quoting (rejects '"', '\', newlines; max 128 bytes); checkName validates identifiers
+//   Nft             apply(tx) = one atomic `nft -f -`; listTable() = `nft -j list table` parsed (undefined if absent)
+//   parseNftJson    the pure parser behind listTable
+//
+// Everything that touches the kernel goes through a Runner (lib/exec), optionally inside a netns.
+
+export { NftTransaction, ELEMENT_CHUNK, checkName, quoteString } from './transaction.ts';
+export type { NftFamily, BaseChainSpec, SetSpec } from './transaction.ts';
+export { Nft, parseNftJson } from './nft.ts';
+export type { NftRule, NftChain, NftTableListing } from './nft.ts';
