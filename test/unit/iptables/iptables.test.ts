@@ -141,7 +141,10 @@ describe('decideMode', () => {
 
 class FakeRunner implements Runner {
   calls: { argv: readonly string[]; opts: RunOptions }[] = [];
-  constructor(private readonly answer: (argv: readonly string[]) => RunResult) {}
+  private readonly answer: (argv: readonly string[]) => RunResult;
+  constructor(answer: (argv: readonly string[]) => RunResult) {
+    this.answer = answer;
+  }
   async run(argv: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
     this.calls.push({ argv, opts });
     return this.answer(argv);
