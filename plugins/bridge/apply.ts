@@ -1,0 +1,364 @@
+// Applies bridge plans: every kernel change goes through the injected Runner; each acquired resource registers
+// its undo, and a failed ADD runs the undos in reverse (including IPAM DEL) before rethrowing.
+import { CniError, ErrorCode, type CniResult, type InvocationContext, type NetConf } from '../../lib/cni/types.ts';
+import { CommandError, type Runner } from '../../lib/exec/runner.ts';
+import { isValidIfname } from '../../lib/link/batch.ts';
+import { isNoSuchDevice, parseLinks, parseRoutes, type LinkInfo } from '../../lib/link/parse.ts';
+import { netnsState, runIpBatch, runShInNetns } from '../../lib/netns/netns.ts';
+import { parseBridgeConfig, validateForAdd, type BridgeConfig } from './config.ts';
+import {
+  instanceHash,
+  iptablesChain,
+  iptablesGcChains,
+  nftGcRules,
+  nftRulesOf,
+  parseIptablesSaveNat,
+  parseNftRules,
+  renderIptablesAdd,
+  renderIptablesRemoveChains,
+  renderNftAdd,
+  renderNftDelete,
+  NFT_CHAIN,
+  NFT_TABLE,
+} from './ipmasq.ts';
+import { BridgeErrorCode, EXIT_IFNAME_EXISTS, planAdd, type AddPlan } from './plan.ts';
+import { renderSpoofSetup, renderSpoofTeardown, spoofId } from './spoofcheck.ts';
+import { canonicalCidr, canonicalIp } from './ipmath.ts';
+
+export interface BridgeDeps {
+  runner: Runner;
+  /** a PID in the host netns: the plugin's own */
+  hostPid: number;
+  randomBytes: () => Uint8Array;
+  writeSysctl: (key: string, value: string, optional: boolean) => void;
+  /** test hook (FLATNET_TEST_PAUSE_AT): awaited at named steps of ADD */
+  pause?: (step: string) => Promise<void>;
+}
+
+function kernelError(what: string, e: unknown): CniError {
+  const msg = e instanceof CommandError ? e.stderr.trim() || e.message : String(e);
+  return new CniError(BridgeErrorCode.KernelProgram, `${what}: ${msg}`, '', { cause: e });
+}
+
+function requireNetns(path: string): void {
+  if (!path) throw new CniError(ErrorCode.InvalidEnvironment, 'CNI_NETNS is required');
+  const st = netnsState(path);
+  if (st === 'missing') throw new CniError(ErrorCode.InvalidEnvironment, `CNI_NETNS ${path} does not exist`);
+  if (st !== 'netns') throw new CniError(ErrorCode.InvalidEnvironment, `CNI_NETNS ${path} is not a network namespace`);
+}
+
+function requireIfname(ifname: string): void {
+  if (!isValidIfname(ifname)) throw new CniError(ErrorCode.InvalidEnvironment, `CNI_IFNAME ${JSON.stringify(ifname)} is not a valid interface name`);
+}
+
+async function readHostLinks(runner: Runner): Promise<LinkInfo[]> {
+  const r = await runner.run(['ip', '-j', '-d', 'addr', 'show']);
+  return parseLinks(r.stdout);
+}
+
+async function nftRun(runner: Runner, program: string): Promise<void> {
+  await runner.run(['nft', '-f', '-'], { input: program });
+}
+
+// ---------------------------------------------------------------- masquerade
+
+async function masqSetup(runner: Runner, cfg: BridgeConfig, containerID: string, ifname: string, ips: string[]): Promise<void> {
+  const a = { network: cfg.name, ifname, containerID };
+  if (cfg.ipMasqBackend === 'nftables') return nftRun(runner, renderNftAdd(a, ips));
+  const progs = renderIptablesAdd(a, ips);
+  if (progs[4]) await runner.run(['iptables-restore', '--noflush', '-w'], { input: progs[4] });
+  if (progs[6]) await runner.run(['ip6tables-restore', '--noflush', '-w'], { input: progs[6] });
+}
+
+async function iptablesRemove(runner: Runner, select: (saved: ReturnType<typeof parseIptablesSaveNat>) => Set<string>): Promise<void> {
+  await Promise.all(
+    (['iptables', 'ip6tables'] as const).map(async (bin) => {
+      const saved = await runner.run([`${bin}-save`, '-t', 'nat'], { allowFail: true });
+      if (saved.code !== 0) return;
+      const parsed = parseIptablesSaveNat(saved.stdout);
+      const prog = renderIptablesRemoveChains(parsed, select(parsed));
+      if (prog) await runner.run([`${bin}-restore`, '--noflush', '-w'], { input: prog });
+    }),
+  );
+}
+
+async function nftMasqRules(runner: Runner): Promise<ReturnType<typeof parseNftRules>> {
+  const r = await runner.run(['nft', '-j', '-a', 'list', 'chain', 'inet', NFT_TABLE, NFT_CHAIN], { allowFail: true });
+  if (r.code !== 0) return []; // table or chain absent
+  return parseNftRules(r.stdout);
+}
+
+async function masqTeardown(runner: Runner, cfg: BridgeConfig, containerID: string, ifname: string): Promise<void> {
+  if (cfg.ipMasqBackend === 'nftables') {
+    const prog = renderNftDelete(nftRulesOf(await nftMasqRules(runner), instanceHash(cfg.name, ifname, containerID)));
+    if (prog) await nftRun(runner, prog);
+    return;
+  }
+  const chain = iptablesChain(cfg.name, ifname, containerID);
+  await iptablesRemove(runner, () => new Set([chain]));
+}
+
+async function spoofTeardown(runner: Runner, containerID: string, ifname: string): Promise<void> {
+  const r = await runner.run(['nft', '-j', '-a', 'list', 'table', 'bridge', 'nat'], { allowFail: true });
+  if (r.code !== 0) return;
+  const prog = renderSpoofTeardown(spoofId(containerID, ifname), r.stdout);
+  if (prog) await nftRun(runner, prog);
+}
+
+// ---------------------------------------------------------------- ADD
+
+export async function bridgeAdd(ctx: InvocationContext, deps: BridgeDeps): Promise<CniResult> {
+  const { env } = ctx;
+  const cfg = parseBridgeConfig(ctx.conf, env.args);
+  validateForAdd(cfg);
+  requireIfname(env.ifname);
+  requireNetns(env.netns);
+  const { runner } = deps;
+  const pause = deps.pause ?? (async () => {});
+  const undo: (() => Promise<void>)[] = [];
+  let success = false;
+  try {
+    await pause('start');
+    let ipam: CniResult | undefined;
+    if (cfg.ipam) {
+      ipam = await ctx.delegator.exec(cfg.ipam.type, 'ADD', ctx.conf);
+      undo.push(async () => {
+        await ctx.delegator.exec(cfg.ipam!.type, 'DEL', ctx.conf);
+      });
+      if (!ipam) throw new CniError(BridgeErrorCode.IpamNoIps, 'IPAM plugin returned no result');
+    }
+    await pause('after-ipam');
+    const hostLinks = await readHostLinks(runner);
+    const plan: AddPlan = planAdd({
+      cfg,
+      containerId: env.containerId,
+      ifname: env.ifname,
+      netns: env.netns,
+      ipam,
+      hostLinks,
+      hostPid: deps.hostPid,
+      randomBytes: deps.randomBytes,
+    });
+    ctx.log.debug({ plan }, 'bridge ADD plan');
+
+    // container side: veth pair (peer lands in the host netns), sysctls, addresses, routes
+    const cr = await runShInNetns(runner, env.netns, plan.containerProgram, { input: plan.containerBatch, allowFail: true });
+    if (cr.code === EXIT_IFNAME_EXISTS) {
+      throw new CniError(BridgeErrorCode.IfnameExists, `container veth name provided (${env.ifname}) already exists`);
+    }
+    undo.push(async () => {
+      await runner.run(['ip', 'link', 'del', env.ifname], { netns: env.netns, allowFail: true });
+    });
+    if (cr.code !== 0) throw kernelError(`failed to set up ${env.ifname} in ${env.netns}`, new CommandError(['sh'], cr.code, cr.stderr));
+    await pause('after-container');
+
+    // host side: bridge, port, gateway addresses
+    if (plan.bridgeCreated) {
+      undo.push(async () => {
+        await runner.run(['ip', 'link', 'del', cfg.bridge], { allowFail: true });
+      });
+    }
+    if (plan.vlanGatewayCreated) {
+      const v = plan.vlanGatewayCreated;
+      undo.push(async () => {
+        await runner.run(['ip', 'link', 'del', v], { allowFail: true });
+      });
+    }
+    if (!plan.bridgeCreated) {
+      undo.push(async () => {
+        const b = [
+          ...plan.addedAddrs.map((a) => `address del ${a.cidr} dev ${a.target}`),
+          ...plan.removedAddrs.map((a) => `address add ${a.cidr} dev ${a.target}`),
+        ];
+        if (b.length) await runIpBatch(runner, b.join('\n') + '\n', { allowFail: true });
+      });
+    }
+    try {
+      await runIpBatch(runner, plan.hostBatch);
+      if (plan.bridgeBatch) await runner.run(['bridge', '-batch', '-'], { input: plan.bridgeBatch });
+    } catch (e) {
+      throw kernelError(`failed to set up bridge ${cfg.bridge}`, e);
+    }
+    for (const s of plan.hostSysctls) {
+      try {
+        deps.writeSysctl(s.key, s.value, s.optional);
+      } catch (e) {
+        throw new CniError(ErrorCode.IoFailure, `failed to set sysctl ${s.key}=${s.value}: ${String(e)}`);
+      }
+    }
+    await pause('after-host');
+
+    if (cfg.macSpoofCheck) {
+      undo.push(() => spoofTeardown(runner, env.containerId, env.ifname));
+      try {
+        await nftRun(runner, renderSpoofSetup(spoofId(env.containerId, env.ifname), plan.hostVeth, plan.containerMac));
+      } catch (e) {
+        throw kernelError('failed to set up mac spoof check', e);
+      }
+    }
+    if (plan.masqIps.length) {
+      undo.push(() => masqTeardown(runner, cfg, env.containerId, env.ifname));
+      try {
+        await masqSetup(runner, cfg, env.containerId, env.ifname, plan.masqIps);
+      } catch (e) {
+        throw kernelError('failed to set up IP masquerade', e);
+      }
+    }
+    await pause('before-result');
+    success = true;
+    return plan.result;
+  } finally {
+    if (!success) {
+      for (const u of undo.reverse()) {
+        try {
+          await u();
+        } catch (e) {
+          ctx.log.warn({ err: String(e) }, 'bridge ADD undo step failed');
+        }
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------- DEL
+
+export async function bridgeDel(ctx: InvocationContext, deps: BridgeDeps): Promise<void> {
+  const { env } = ctx;
+  const cfg = parseBridgeConfig(ctx.conf, env.args);
+  const { runner } = deps;
+  const errors: unknown[] = [];
+  if (env.netns && netnsState(env.netns) === 'netns' && isValidIfname(env.ifname)) {
+    const r = await runner.run(['ip', 'link', 'del', env.ifname], { netns: env.netns, allowFail: true });
+    if (r.code !== 0 && !isNoSuchDevice(r.stderr)) errors.push(kernelError(`failed to delete ${env.ifname}`, new CommandError(['ip'], r.code, r.stderr)));
+  }
+  if (cfg.ipMasq) {
+    try {
+      await masqTeardown(runner, cfg, env.containerId, env.ifname);
+    } catch (e) {
+      errors.push(kernelError('failed to remove IP masquerade', e));
+    }
+  }
+  if (cfg.macSpoofCheck) {
+    try {
+      await spoofTeardown(runner, env.containerId, env.ifname);
+    } catch (e) {
+      errors.push(kernelError('failed to remove mac spoof check', e));
+    }
+  }
+  if (cfg.ipam) {
+    try {
+      await ctx.delegator.exec(cfg.ipam.type, 'DEL', ctx.conf);
+    } catch (e) {
+      errors.push(e);
+    }
+  }
+  if (errors.length) throw errors[0];
+}
+
+// ---------------------------------------------------------------- CHECK
+
+const mismatch = (msg: string): CniError => new CniError(BridgeErrorCode.CheckMismatch, msg);
+const SEP = '@@flatnet@@';
+
+export async function bridgeCheck(ctx: InvocationContext, deps: BridgeDeps): Promise<void> {
+  const { env, conf } = ctx;
+  const cfg = parseBridgeConfig(conf, env.args);
+  requireIfname(env.ifname);
+  requireNetns(env.netns);
+  const { runner } = deps;
+  if (cfg.ipam) await ctx.delegator.exec(cfg.ipam.type, 'CHECK', conf);
+  const prev = conf.prevResult;
+  if (!prev) throw new CniError(ErrorCode.InvalidConfig, 'Required prevResult missing');
+
+  const ifs = prev.interfaces ?? [];
+  const brIf = ifs.find((i) => i.name === cfg.bridge);
+  const contIdx = ifs.findIndex((i) => i.name === env.ifname && i.sandbox === env.netns);
+  const contIf = ifs[contIdx];
+  if (!brIf) throw mismatch(`CNI created bridge ${cfg.bridge} in host namespace was not found in prevResult`);
+  if (!contIf) throw mismatch(`Sandbox in prevResult doesn't match configured netns: ${env.netns}`);
+
+  const [host, cont] = await Promise.all([
+    runner.run(['ip', '-j', '-d', 'link', 'show']),
+    runShInNetns(
+      runner,
+      env.netns,
+      `ip -j -d addr show; echo ${SEP}; ip -j -4 route show table all; echo ${SEP}; ip -j -6 route show table all`,
+    ),
+  ]);
+  const hostLinks = parseLinks(host.stdout);
+  const [cAddr = '', c4 = '', c6 = ''] = cont.stdout.split(SEP + '\n');
+  const contLinks = parseLinks(cAddr);
+  const routes = [...parseRoutes(c4, 'inet'), ...parseRoutes(c6, 'inet6')];
+
+  const br = hostLinks.find((l) => l.ifname === cfg.bridge);
+  if (!br) throw mismatch(`CNI created bridge ${cfg.bridge} in host namespace was not found`);
+  if (br.kind !== 'bridge') throw mismatch(`Interface ${cfg.bridge} does not have link type of bridge`);
+  if (brIf.mac && brIf.mac !== br.address) throw mismatch(`Bridge interface ${cfg.bridge} Mac doesn't match: ${brIf.mac}`);
+  const promisc = br.flags.includes('PROMISC');
+  if (promisc !== cfg.promiscMode) {
+    throw mismatch(`Bridge interface ${cfg.bridge} configured Promisc Mode ${cfg.promiscMode} doesn't match current state: ${promisc}`);
+  }
+  const c = contLinks.find((l) => l.ifname === env.ifname);
+  if (!c) throw mismatch(`CNI created interface in container ${env.ifname} not found`);
+  if (c.kind !== 'veth') throw mismatch(`Error: Container interface ${env.ifname} not of type veth`);
+  if (contIf.mac && contIf.mac !== c.address) throw mismatch(`Interface ${env.ifname} Mac ${contIf.mac} doesn't match container Mac: ${c.address}`);
+  const veth = hostLinks.find(
+    (l) =>
+      l.kind === 'veth' &&
+      ifs.some((i) => i.name === l.ifname && !i.sandbox) &&
+      l.ifindex === c.linkIndex &&
+      l.linkIndex === c.ifindex &&
+      l.master === cfg.bridge,
+  );
+  if (!veth) throw mismatch(`CNI veth created for bridge ${cfg.bridge} was not found`);
+  const vethIf = ifs.find((i) => i.name === veth.ifname);
+  if (vethIf?.mac && vethIf.mac !== veth.address) throw mismatch(`Interface ${veth.ifname} Mac doesn't match: ${vethIf.mac} not found`);
+
+  const have = new Set(c.addrs.map((a) => `${canonicalIp(a.local)}/${a.prefixlen}`));
+  for (const ip of prev.ips ?? []) {
+    if (ip.interface !== undefined && ifs[ip.interface]?.name !== env.ifname) continue;
+    if (!have.has(canonicalCidr(ip.address))) throw mismatch(`ip ${ip.address} not found on ${env.ifname}`);
+  }
+  for (const r of prev.routes ?? []) {
+    const dst = canonicalCidr(r.dst);
+    const found = routes.some(
+      (x) => canonicalCidr(x.dst) === dst && (r.gw === undefined || (x.gateway !== undefined && canonicalIp(x.gateway) === canonicalIp(r.gw))),
+    );
+    if (!found) throw mismatch(`Route to ${r.dst}${r.gw ? ` via ${r.gw}` : ''} not found in ${env.netns}`);
+  }
+}
+
+// ---------------------------------------------------------------- GC / STATUS
+
+export async function bridgeGc(ctx: InvocationContext, deps: BridgeDeps): Promise<void> {
+  const cfg = parseBridgeConfig(ctx.conf, ctx.env.args);
+  const { runner } = deps;
+  const keep = new Set(ctx.validAttachments.map((a) => instanceHash(cfg.name, a.ifname, a.containerID)));
+  const errors: unknown[] = [];
+  // masquerade rules of any backend: a network may have switched backends
+  try {
+    await iptablesRemove(runner, (saved) => iptablesGcChains(saved, cfg.name, keep));
+  } catch (e) {
+    errors.push(kernelError('GC of iptables masquerade rules failed', e));
+  }
+  try {
+    const prog = renderNftDelete(nftGcRules(await nftMasqRules(runner), cfg.name, keep));
+    if (prog) await nftRun(runner, prog);
+  } catch (e) {
+    errors.push(kernelError('GC of nftables masquerade rules failed', e));
+  }
+  if (cfg.ipam) {
+    try {
+      await ctx.delegator.exec(cfg.ipam.type, 'GC', ctx.conf);
+    } catch (e) {
+      errors.push(e);
+    }
+  }
+  if (errors.length) throw errors[0];
+}
+
+export async function bridgeStatus(ctx: InvocationContext): Promise<void> {
+  const cfg = parseBridgeConfig(ctx.conf as NetConf, ctx.env.args);
+  if (cfg.ipam) await ctx.delegator.exec(cfg.ipam.type, 'STATUS', ctx.conf);
+}
+
