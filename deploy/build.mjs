@@ -1,0 +1,107 @@
+// npm run build: plugins/main.ts -> one Node single-executable (SEA) at dist/bin/flatnet, plus the plugin names
+// (bridge, host-local, loopback, portmap, vxlan) as symlinks to it.
+//
+//   1. esbuild bundles plugins/main.ts (and everything it imports, pino included) into one CommonJS file;
+//      dynamic import()s of bundled modules stay lazily initialised, so a plugin only evaluates its own code.
+//   2. node --experimental-sea-config deploy/sea-config.json makes the preparation blob (code cache on,
+//      execArgvExtension "none" so NODE_OPTIONS from the runtime's environment cannot reach the plugins).
+//   3. A copy of node_modules/.bin/node's real binary is stripped of debug info, the blob is injected with
+//      postject (sentinel fuse), and the result is renamed into place (never rewritten in place: libcni
+//      could be executing it, "text file busy").
+//
+// Options: --no-strip, --no-code-cache (for measurements), --quiet.
+import { execFileSync } from 'node:child_process';
+import { chmodSync, copyFileSync, existsSync, lstatSync, mkdirSync, readFileSync, realpathSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as esbuild from 'esbuild';
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const args = new Set(process.argv.slice(2));
+const quiet = args.has('--quiet');
+const log = (...m) => {
+  if (!quiet) console.log('[build]', ...m);
+};
+
+export const PLUGINS = ['bridge', 'host-local', 'loopback', 'portmap', 'vxlan'];
+const SENTINEL = 'NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2';
+
+const buildDir = join(root, 'dist', 'build');
+const binDir = join(root, 'dist', 'bin');
+mkdirSync(buildDir, { recursive: true });
+mkdirSync(binDir, { recursive: true });
+
+const t0 = Date.now();
+// 1. bundle
+const bundle = join(buildDir, 'flatnet.cjs');
+await esbuild.build({
+  entryPoints: [join(root, 'plugins', 'main.ts')],
+  outfile: bundle,
+  bundle: true,
+  platform: 'node',
+  format: 'cjs',
+  target: 'node24',
+  minify: true,
+  keepNames: true,
+  legalComments: 'none',
+  logLevel: quiet ? 'error' : 'warning',
+  // pino's optional pretty printer and worker transports are never used (sync destination only)
+  external: ['pino-pretty'],
+});
+log(`bundle ${(statSync(bundle).size / 1024).toFixed(0)} KiB`);
+
+// 2. SEA blob
+const seaTemplate = JSON.parse(readFileSync(join(root, 'deploy', 'sea-config.json'), 'utf8'));
+const blob = join(buildDir, 'flatnet.blob');
+const seaConfig = {
+  ...seaTemplate,
+  main: bundle,
+  output: blob,
+  useCodeCache: args.has('--no-code-cache') ? false : seaTemplate.useCodeCache,
+};
+const seaConfigPath = join(buildDir, 'sea-config.json');
+writeFileSync(seaConfigPath, JSON.stringify(seaConfig, null, 2));
+const node = realpathSync(join(root, 'node_modules', '.bin', 'node'));
+execFileSync(node, ['--experimental-sea-config', seaConfigPath], { stdio: quiet ? 'ignore' : 'inherit', cwd: root });
+
+// 3. binary: copy, strip, inject, rename into place
+const tmp = join(binDir, `.flatnet.tmp-${process.pid}`);
+copyFileSync(node, tmp);
+chmodSync(tmp, 0o755);
+if (!args.has('--no-strip')) {
+  try {
+    execFileSync('strip', ['--strip-debug', tmp], { stdio: 'ignore' });
+    log(`stripped debug info: ${(statSync(tmp).size / 1048576).toFixed(1)} MiB`);
+  } catch {
+    log('strip not available; keeping debug info');
+  }
+}
+const postject = join(root, 'node_modules', 'postject', 'dist', 'cli.js');
+// postject warns about every ELF note section it cannot name; show its output only when it fails
+try {
+  execFileSync(node, [postject, tmp, 'NODE_SEA_BLOB', blob, '--sentinel-fuse', SENTINEL], { stdio: 'pipe' });
+} catch (e) {
+  rmSync(tmp, { force: true });
+  console.error(String(e.stderr ?? e));
+  throw e;
+}
+const out = join(binDir, 'flatnet');
+renameSync(tmp, out);
+
+for (const name of PLUGINS) {
+  const link = join(binDir, name);
+  if (existsSync(link) || isLink(link)) {
+    if (isLink(link)) continue;
+    rmSync(link, { force: true });
+  }
+  symlinkSync('flatnet', link);
+}
+log(`dist/bin/flatnet (${(statSync(out).size / 1048576).toFixed(1)} MiB) and links ${PLUGINS.join(', ')} in ${Date.now() - t0} ms`);
+
+function isLink(p) {
+  try {
+    return lstatSync(p).isSymbolicLink();
+  } catch {
+    return false;
+  }
+}
