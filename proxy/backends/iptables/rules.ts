@@ -1,0 +1,450 @@
+// Pure: ServicePlans -> an iptables-restore program (kube-proxy's rule shapes, in flatnet's own chains).
+//
+// nat:    PREROUTING/OUTPUT -> P-SERVICES (clusterIP, externalIPs, LB VIPs, then -> P-NODEPORTS)
+//         POSTROUTING -> P-POSTROUTING (MASQUERADE packets carrying the masquerade mark)
+//         P-MARK-MASQ sets the mark; per service port: P-SVC-<h> (cluster-wide endpoints), P-XLB-<h> (local
+//         endpoints), P-EXT-<h> (external traffic policy), P-FW-<h> (loadBalancerSourceRanges), P-SEP-<h> (endpoint)
+// filter: INPUT/FORWARD/OUTPUT -> P-SERVICES (REJECT services without endpoints, DROP internal-Local without any),
+//         P-EXTERNAL-SERVICES (same for NodePorts, externalIPs and LB IPs), P-PROXY-FIREWALL (sourceRanges),
+//         P-NODEPORTS (accept health-check node ports), P-FORWARD (accept marked and established forwarded traffic),
+//         P-FIREWALL (CVE-2020-8558: localnet guard when localhost NodePorts are on)
+// P-PROXY-CANARY exists in mangle, nat and filter; if someone flushes our chains it disappears and we resync fully.
+//
+// A full program declares (flushes) and rewrites every chain; a partial one rewrites the top-level chains and only
+// the per-service chains of changed ServicePorts, keeps the others as they are, and flushes+deletes stale chains.
+
+import { createHash } from 'node:crypto';
+import type { Endpoint, IpFamily, ProxyConfigView, ServicePlan, SyncInput } from '../../model/types.ts';
+
+export interface RuleOptions {
+  /** chain name prefix, at most 7 characters (default FLATNET) */
+  chainPrefix?: string;
+  /** NodePorts on 127.0.0.1 (IPv4 only; needs route_localnet=1, adds the CVE-2020-8558 guard). Default false. */
+  localhostNodePorts?: boolean;
+}
+
+export type Table = 'filter' | 'nat' | 'mangle';
+
+export interface RenderResult {
+  text: string;
+  /** every chain flatnet owns after this program, by table */
+  chains: Record<Table, Set<string>>;
+  /** chains flushed and deleted by this program */
+  deleted: Record<Table, string[]>;
+  /** number of per-service chains written */
+  chainsWritten: number;
+}
+
+export interface Names {
+  services: string;
+  externalServices: string;
+  nodePorts: string;
+  postrouting: string;
+  markMasq: string;
+  forward: string;
+  firewall: string;
+  proxyFirewall: string;
+  canary: string;
+}
+
+export function topNames(prefix = 'FLATNET'): Names {
+  if (prefix.length > 7) throw new Error(`chain prefix ${prefix} longer than 7 characters`);
+  return {
+    services: `${prefix}-SERVICES`,
+    externalServices: `${prefix}-EXTERNAL-SERVICES`,
+    nodePorts: `${prefix}-NODEPORTS`,
+    postrouting: `${prefix}-POSTROUTING`,
+    markMasq: `${prefix}-MARK-MASQ`,
+    forward: `${prefix}-FORWARD`,
+    firewall: `${prefix}-FIREWALL`,
+    proxyFirewall: `${prefix}-PROXY-FIREWALL`,
+    canary: `${prefix}-PROXY-CANARY`,
+  };
+}
+
+/** Jumps from built-in chains into ours, in order; the proxier ensures them (iptables -C / -I). */
+export interface BuiltinJump {
+  table: Table;
+  chain: string;
+  args: string[];
+}
+
+export function builtinJumps(prefix = 'FLATNET'): BuiltinJump[] {
+  const n = topNames(prefix);
+  const NEW = ['-m', 'conntrack', '--ctstate', 'NEW'];
+  const c = (s: string) => ['-m', 'comment', '--comment', s];
+  return [
+    { table: 'nat', chain: 'PREROUTING', args: [...c('flatnet service portals'), '-j', n.services] },
+    { table: 'nat', chain: 'OUTPUT', args: [...c('flatnet service portals'), '-j', n.services] },
+    { table: 'nat', chain: 'POSTROUTING', args: [...c('flatnet postrouting rules'), '-j', n.postrouting] },
+    { table: 'filter', chain: 'INPUT', args: [...NEW, ...c('flatnet load balancer firewall'), '-j', n.proxyFirewall] },
+    { table: 'filter', chain: 'INPUT', args: [...c('flatnet health check service ports'), '-j', n.nodePorts] },
+    { table: 'filter', chain: 'INPUT', args: [...NEW, ...c('flatnet external services'), '-j', n.externalServices] },
+    { table: 'filter', chain: 'INPUT', args: [...NEW, ...c('flatnet service portals'), '-j', n.services] },
+    { table: 'filter', chain: 'INPUT', args: [...c('flatnet firewall'), '-j', n.firewall] },
+    { table: 'filter', chain: 'FORWARD', args: [...NEW, ...c('flatnet load balancer firewall'), '-j', n.proxyFirewall] },
+    { table: 'filter', chain: 'FORWARD', args: [...c('flatnet forwarding rules'), '-j', n.forward] },
+    { table: 'filter', chain: 'FORWARD', args: [...NEW, ...c('flatnet service portals'), '-j', n.services] },
+    { table: 'filter', chain: 'FORWARD', args: [...NEW, ...c('flatnet external services'), '-j', n.externalServices] },
+    { table: 'filter', chain: 'OUTPUT', args: [...NEW, ...c('flatnet load balancer firewall'), '-j', n.proxyFirewall] },
+    { table: 'filter', chain: 'OUTPUT', args: [...NEW, ...c('flatnet service portals'), '-j', n.services] },
+    { table: 'filter', chain: 'OUTPUT', args: [...NEW, ...c('flatnet external services'), '-j', n.externalServices] },
+    { table: 'filter', chain: 'OUTPUT', args: [...c('flatnet firewall'), '-j', n.firewall] },
+  ];
+}
+
+const B32 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
+const hashCache = new Map<string, string>();
+
+/** 16 base32 characters of sha256(s), as kube-proxy names its chains. */
+export function hash16(s: string): string {
+  const hit = hashCache.get(s);
+  if (hit) return hit;
+  const d = createHash('sha256').update(s).digest();
+  let out = '';
+  let bits = 0;
+  let val = 0;
+  for (let i = 0; out.length < 16; i++) {
+    val = (val << 8) | d[i]!;
+    bits += 8;
+    while (bits >= 5 && out.length < 16) {
+      out += B32[(val >>> (bits - 5)) & 31];
+      bits -= 5;
+    }
+    val &= (1 << bits) - 1;
+  }
+  if (hashCache.size > 500_000) hashCache.clear();
+  hashCache.set(s, out);
+  return out;
+}
+
+export interface ServiceChains {
+  svc: string;
+  xlb: string;
+  ext: string;
+  fw: string;
+}
+
+export function serviceChains(key: string, prefix = 'FLATNET'): ServiceChains {
+  const h = hash16(key);
+  return { svc: `${prefix}-SVC-${h}`, xlb: `${prefix}-XLB-${h}`, ext: `${prefix}-EXT-${h}`, fw: `${prefix}-FW-${h}` };
+}
+
+export function endpointChain(key: string, ep: Endpoint, prefix = 'FLATNET'): string {
+  return `${prefix}-SEP-${hash16(`${key}|${ep.ip}|${ep.port}`)}`;
+}
+
+const hostBits = (f: IpFamily): string => (f === 4 ? '/32' : '/128');
+const withMask = (ip: string, f: IpFamily): string => (ip.includes('/') ? ip : ip + hostBits(f));
+const hostPort = (ip: string, port: number, f: IpFamily): string => (f === 6 ? `[${ip}]:${port}` : `${ip}:${port}`);
+const cidrFamily = (c: string): IpFamily => (c.includes(':') ? 6 : 4);
+
+/** Returns [ifLocal, ifNotLocal] match fragments, or undefined when detect-local is not possible for this family. */
+export function localDetector(config: ProxyConfigView, podCIDRs: readonly string[], family: IpFamily): [string, string] | undefined {
+  switch (config.detectLocalMode) {
+    case 'ClusterCIDR': {
+      const c = config.clusterCIDRs.find((x) => cidrFamily(x) === family);
+      return c ? [`-s ${c}`, `! -s ${c}`] : undefined;
+    }
+    case 'NodeCIDR': {
+      const c = podCIDRs.find((x) => cidrFamily(x) === family);
+      return c ? [`-s ${c}`, `! -s ${c}`] : undefined;
+    }
+    case 'BridgeInterface':
+      return config.detectLocalInterface ? [`-i ${config.detectLocalInterface}`, `! -i ${config.detectLocalInterface}`] : undefined;
+    case 'InterfaceNamePrefix':
+      return config.detectLocalInterface ? [`-i ${config.detectLocalInterface}+`, `! -i ${config.detectLocalInterface}+`] : undefined;
+    default:
+      return undefined;
+  }
+}
+
+function comment(s: string): string {
+  return `-m comment --comment "${s.replace(/["\\]/g, '')}"`;
+}
+
+function portMatch(proto: string, port: number): string {
+  const p = proto.toLowerCase();
+  return `-p ${p} -m ${p} --dport ${port}`;
+}
+
+class Writer {
+  readonly chains: Record<Table, string[]> = { filter: [], nat: [], mangle: [] };
+  readonly rules: Record<Table, string[]> = { filter: [], nat: [], mangle: [] };
+  readonly tail: Record<Table, string[]> = { filter: [], nat: [], mangle: [] };
+  declare(t: Table, c: string): void {
+    this.chains[t].push(`:${c} - [0:0]`);
+  }
+  add(t: Table, line: string): void {
+    this.rules[t].push(line);
+  }
+  render(): string {
+    const out: string[] = [];
+    for (const t of ['mangle', 'filter', 'nat'] as const) {
+      if (!this.chains[t].length && !this.rules[t].length && !this.tail[t].length) continue;
+      out.push(`*${t}`, ...this.chains[t], ...this.rules[t], ...this.tail[t], 'COMMIT');
+    }
+    return out.join('\n') + '\n';
+  }
+}
+
+/**
+ * Render the program for one family. `existing` is the set of chains flatnet owns in the kernel now (from the last
+ * sync, or iptables-save on start-up); chains in it that the new state lacks are flushed and deleted. In a partial
+ * sync (input.full false) per-service chains of ServicePorts not in input.changed are assumed present and kept.
+ */
+export function renderRules(
+  input: SyncInput,
+  opts: RuleOptions = {},
+  existing?: Partial<Record<Table, ReadonlySet<string>>>,
+): RenderResult {
+  const prefix = opts.chainPrefix ?? 'FLATNET';
+  const n = topNames(prefix);
+  const fam = input.family;
+  const cfg = input.config;
+  const mark = `0x${(1 << cfg.masqueradeBit).toString(16)}`;
+  const markMatch = `${mark}/${mark}`;
+  const w = new Writer();
+  const owned: Record<Table, Set<string>> = { filter: new Set(), nat: new Set(), mangle: new Set() };
+  let chainsWritten = 0;
+
+  const top: [Table, string][] = [
+    ['mangle', n.canary],
+    ['filter', n.canary],
+    ['filter', n.services],
+    ['filter', n.externalServices],
+    ['filter', n.nodePorts],
+    ['filter', n.forward],
+    ['filter', n.firewall],
+    ['filter', n.proxyFirewall],
+    ['nat', n.canary],
+    ['nat', n.services],
+    ['nat', n.nodePorts],
+    ['nat', n.postrouting],
+    ['nat', n.markMasq],
+  ];
+  for (const [t, c] of top) {
+    w.declare(t, c);
+    owned[t].add(c);
+  }
+
+  const detector = localDetector(cfg, input.node.podCIDRs, fam);
+  const rejectWith = (proto: string): string =>
+    proto === 'TCP' ? '-j REJECT --reject-with tcp-reset' : fam === 4 ? '-j REJECT --reject-with icmp-port-unreachable' : '-j REJECT --reject-with icmp6-port-unreachable';
+
+  // static chains
+  w.add('nat', `-A ${n.markMasq} -j MARK --or-mark ${mark}`);
+  w.add('nat', `-A ${n.postrouting} -m mark ! --mark ${markMatch} -j RETURN`);
+  w.add('nat', `-A ${n.postrouting} -j MARK --xor-mark ${mark}`);
+  w.add('nat', `-A ${n.postrouting} ${comment('flatnet service traffic requiring SNAT')} -j MASQUERADE --random-fully`);
+  w.add('filter', `-A ${n.forward} -m conntrack --ctstate INVALID -j DROP`);
+  w.add('filter', `-A ${n.forward} ${comment('flatnet forwarding rules')} -m mark --mark ${markMatch} -j ACCEPT`);
+  w.add('filter', `-A ${n.forward} ${comment('flatnet forwarding conntrack rule')} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT`);
+  const localhostNP = !!opts.localhostNodePorts && fam === 4;
+  if (localhostNP) {
+    w.add(
+      'filter',
+      `-A ${n.firewall} ${comment('block incoming localnet connections')} -d 127.0.0.0/8 ! -s 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP`,
+    );
+  }
+
+  const keys = [...input.plans.keys()].sort();
+  for (const key of keys) {
+    const plan = input.plans.get(key)!;
+    const s = plan.svc;
+    if (s.family !== fam) continue;
+    const write = input.full || input.changed.has(key);
+    const ch = serviceChains(key, prefix);
+    const name = `${s.namespace}/${s.name}${s.portName ? ':' + s.portName : ''}`;
+    const pm = portMatch(s.protocol, s.port);
+    const clusterWide = plan.clusterWideEndpoints ?? plan.clusterEndpoints;
+    const hasAny = plan.hasAnyEndpoints ?? (plan.clusterEndpoints.length > 0 || plan.hasEndpointsElsewhere);
+    const localEps = s.internalTrafficPolicyLocal ? plan.clusterEndpoints : plan.localEndpoints;
+    const vips = s.loadBalancerIPs.filter((l) => l.ipMode === 'VIP').map((l) => l.ip);
+    const external = s.nodePort > 0 || s.externalIPs.length > 0 || vips.length > 0;
+    const internalLocal = s.internalTrafficPolicyLocal;
+    const hasInternal = plan.clusterEndpoints.length > 0;
+    const externalLocal = s.externalTrafficPolicyLocal && external;
+    const hasExternal = externalLocal ? plan.localEndpoints.length > 0 : hasAny;
+
+    const usesSvc = hasAny && (!internalLocal || external);
+    const usesXlb = localEps.length > 0 && (internalLocal || externalLocal);
+    const usesExt = hasAny && external;
+    const usesFw = usesExt && vips.length > 0 && s.loadBalancerSourceRanges.length > 0;
+    const internalChain = internalLocal ? ch.xlb : ch.svc;
+
+    // --- top-level nat
+    if (hasInternal) {
+      w.add('nat', `-A ${n.services} ${comment(`${name} cluster IP`)} -d ${withMask(s.clusterIP, fam)} ${pm} -j ${internalChain}`);
+    }
+    if (usesExt) {
+      for (const ip of s.externalIPs) {
+        w.add('nat', `-A ${n.services} ${comment(`${name} external IP`)} -d ${withMask(ip, fam)} ${pm} -j ${ch.ext}`);
+      }
+      for (const ip of vips) {
+        w.add('nat', `-A ${n.services} ${comment(`${name} loadbalancer IP`)} -d ${withMask(ip, fam)} ${pm} -j ${usesFw ? ch.fw : ch.ext}`);
+      }
+      if (s.nodePort > 0) {
+        w.add('nat', `-A ${n.nodePorts} ${comment(name)} ${portMatch(s.protocol, s.nodePort)} -j ${ch.ext}`);
+      }
+    }
+
+    // --- filter
+    if (!hasAny) {
+      const c = comment(`${name} has no endpoints`);
+      w.add('filter', `-A ${n.services} ${c} -d ${withMask(s.clusterIP, fam)} ${pm} ${rejectWith(s.protocol)}`);
+      for (const ip of [...s.externalIPs, ...vips]) {
+        w.add('filter', `-A ${n.externalServices} ${c} -d ${withMask(ip, fam)} ${pm} ${rejectWith(s.protocol)}`);
+      }
+      if (s.nodePort > 0) {
+        w.add('filter', `-A ${n.externalServices} ${c} -m addrtype --dst-type LOCAL ${portMatch(s.protocol, s.nodePort)} ${rejectWith(s.protocol)}`);
+      }
+    } else {
+      if (!hasInternal) {
+        w.add('filter', `-A ${n.services} ${comment(`${name} has no local endpoints`)} -d ${withMask(s.clusterIP, fam)} ${pm} -j DROP`);
+      }
+      if (!hasExternal) {
+        const c = comment(`${name} has no local endpoints`);
+        for (const ip of [...s.externalIPs, ...vips]) w.add('filter', `-A ${n.externalServices} ${c} -d ${withMask(ip, fam)} ${pm} -j DROP`);
+        if (s.nodePort > 0) {
+          w.add('filter', `-A ${n.externalServices} ${c} -m addrtype --dst-type LOCAL ${portMatch(s.protocol, s.nodePort)} -j DROP`);
+        }
+      }
+    }
+    if (usesFw) {
+      for (const ip of vips) {
+        w.add('filter', `-A ${n.proxyFirewall} ${comment(`${name} traffic not accepted by ${ch.fw}`)} -d ${withMask(ip, fam)} ${pm} -j DROP`);
+      }
+    }
+    if (s.healthCheckNodePort > 0) {
+      w.add('filter', `-A ${n.nodePorts} ${comment(`${name} health check node port`)} -p tcp -m tcp --dport ${s.healthCheckNodePort} -j ACCEPT`);
+    }
+
+    // --- per-service chains
+    const wanted: string[] = [];
+    const sepOf = (ep: Endpoint): string => endpointChain(key, ep, prefix);
+    if (usesSvc) wanted.push(ch.svc);
+    if (usesXlb) wanted.push(ch.xlb);
+    if (usesExt) wanted.push(ch.ext);
+    if (usesFw) wanted.push(ch.fw);
+    const seps = new Map<string, Endpoint>();
+    if (usesSvc) for (const ep of clusterWide) seps.set(sepOf(ep), ep);
+    if (usesXlb) for (const ep of localEps) seps.set(sepOf(ep), ep);
+    wanted.push(...seps.keys());
+    for (const c of wanted) owned.nat.add(c);
+    if (!write) continue;
+    chainsWritten += wanted.length;
+    for (const c of wanted) w.declare('nat', c);
+
+    const masqRule = (chain: string): void => {
+      const dst = `-d ${withMask(s.clusterIP, fam)} ${pm}`;
+      if (cfg.masqueradeAll) w.add('nat', `-A ${chain} ${comment(`${name} cluster IP`)} ${dst} -j ${n.markMasq}`);
+      else if (detector) w.add('nat', `-A ${chain} ${comment(`${name} cluster IP`)} ${detector[1]} ${dst} -j ${n.markMasq}`);
+    };
+    const toEndpoints = (chain: string, eps: readonly Endpoint[]): void => {
+      if (s.affinityTimeoutSeconds !== undefined) {
+        for (const ep of eps) {
+          const sep = sepOf(ep);
+          w.add('nat', `-A ${chain} ${comment(`${name} -> ${hostPort(ep.ip, ep.port, fam)}`)} -m recent --name ${sep} --rcheck --seconds ${s.affinityTimeoutSeconds} --reap -j ${sep}`);
+        }
+      }
+      eps.forEach((ep, i) => {
+        const sep = sepOf(ep);
+        const left = eps.length - i;
+        const stat = left > 1 ? ` -m statistic --mode random --probability ${(1 / left).toFixed(10)}` : '';
+        w.add('nat', `-A ${chain} ${comment(`${name} -> ${hostPort(ep.ip, ep.port, fam)}`)}${stat} -j ${sep}`);
+      });
+    };
+
+    if (usesSvc) {
+      if (!internalLocal) masqRule(ch.svc);
+      toEndpoints(ch.svc, clusterWide);
+    }
+    if (usesXlb) {
+      if (internalLocal) masqRule(ch.xlb);
+      toEndpoints(ch.xlb, localEps);
+    }
+    if (usesExt) {
+      if (!externalLocal) {
+        w.add('nat', `-A ${ch.ext} ${comment(`masquerade traffic for ${name} external destinations`)} -j ${n.markMasq}`);
+      } else {
+        if (detector) w.add('nat', `-A ${ch.ext} ${comment(`pod traffic for ${name} external destinations`)} ${detector[0]} -j ${ch.svc}`);
+        w.add('nat', `-A ${ch.ext} ${comment(`masquerade LOCAL traffic for ${name} external destinations`)} -m addrtype --src-type LOCAL -j ${n.markMasq}`);
+        w.add('nat', `-A ${ch.ext} ${comment(`route LOCAL traffic for ${name} external destinations`)} -m addrtype --src-type LOCAL -j ${ch.svc}`);
+      }
+      if (hasExternal) w.add('nat', `-A ${ch.ext} -j ${externalLocal ? ch.xlb : ch.svc}`);
+    }
+    if (usesFw) {
+      const c = comment(`${name} loadbalancer IP`);
+      let fromNode = false;
+      for (const r of s.loadBalancerSourceRanges) {
+        w.add('nat', `-A ${ch.fw} ${c} -s ${r} -j ${ch.ext}`);
+        if (input.node.ips.some((ip) => cidrFamily(ip) === fam && cidrContainsText(r, ip))) fromNode = true;
+      }
+      if (fromNode) for (const ip of vips) w.add('nat', `-A ${ch.fw} ${c} -s ${withMask(ip, fam)} -j ${ch.ext}`);
+      // whatever falls off the end was not DNATed and is dropped by the PROXY-FIREWALL filter chain
+    }
+    for (const [sep, ep] of seps) {
+      const c = comment(name);
+      w.add('nat', `-A ${sep} ${c} -s ${withMask(ep.ip, fam)} -j ${n.markMasq}`);
+      const aff = s.affinityTimeoutSeconds !== undefined ? ` -m recent --name ${sep} --set` : '';
+      w.add('nat', `-A ${sep} ${c}${aff} -p ${s.protocol.toLowerCase()} -m ${s.protocol.toLowerCase()} -j DNAT --to-destination ${hostPort(ep.ip, ep.port, fam)}`);
+    }
+  }
+
+  // NodePorts: last in SERVICES
+  const npa = cfg.nodePortAddresses.filter((a) => a !== 'primary');
+  const npTarget = `${comment('flatnet service nodeports; NOTE: this must be the last rule in this chain')}`;
+  if (npa.length === 0) {
+    for (const ip of input.node.ips.filter((ip) => cidrFamily(ip) === fam)) {
+      w.add('nat', `-A ${n.services} ${npTarget} -d ${withMask(ip, fam)} -j ${n.nodePorts}`);
+    }
+    if (localhostNP) w.add('nat', `-A ${n.services} ${npTarget} -d 127.0.0.0/8 -j ${n.nodePorts}`);
+  } else {
+    for (const cidr of npa.filter((c) => cidrFamily(c) === fam)) {
+      const all = cidr === '0.0.0.0/0' || cidr === '::/0';
+      const lo = fam === 4 && !localhostNP ? ' ! -d 127.0.0.0/8' : '';
+      w.add('nat', `-A ${n.services} ${npTarget}${all ? '' : ` -d ${cidr}`}${lo} -m addrtype --dst-type LOCAL -j ${n.nodePorts}`);
+    }
+  }
+
+  // stale chains: flush (declare) then delete, after every reference to them has been rewritten
+  const deleted: Record<Table, string[]> = { filter: [], nat: [], mangle: [] };
+  for (const t of ['filter', 'nat', 'mangle'] as const) {
+    for (const c of existing?.[t] ?? []) {
+      if (owned[t].has(c) || !c.startsWith(prefix + '-')) continue;
+      deleted[t].push(c);
+    }
+    deleted[t].sort();
+    for (const c of deleted[t]) {
+      w.declare(t, c);
+      w.tail[t].push(`-X ${c}`);
+    }
+  }
+  return { text: w.render(), chains: owned, deleted, chainsWritten };
+}
+
+/** Does CIDR text contain IP text? (IPv4 and IPv6; small, dependency-free) */
+export function cidrContainsText(cidr: string, ip: string): boolean {
+  const [base, lenText] = cidr.split('/') as [string, string | undefined];
+  const a = ipBits(base);
+  const b = ipBits(ip);
+  if (!a || !b || a.length !== b.length) return false;
+  const len = lenText === undefined ? a.length : Number(lenText);
+  for (let i = 0; i < len; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+function ipBits(ip: string): string | undefined {
+  if (!ip.includes(':')) {
+    const p = ip.split('.').map(Number);
+    if (p.length !== 4 || p.some((x) => !(x >= 0 && x <= 255))) return undefined;
+    return p.map((x) => x.toString(2).padStart(8, '0')).join('');
+  }
+  const [head, tail] = ip.split('::') as [string, string | undefined];
+  const h = head ? head.split(':') : [];
+  const t = tail ? tail.split(':') : [];
+  const groups = ip.includes('::') ? [...h, ...Array(8 - h.length - t.length).fill('0'), ...t] : h;
+  if (groups.length !== 8) return undefined;
+  return groups.map((g) => parseInt(g || '0', 16).toString(2).padStart(16, '0')).join('');
+}
