@@ -14,7 +14,7 @@
 // the per-service chains of changed ServicePorts, keeps the others as they are, and flushes+deletes stale chains.
 
 import { createHash } from 'node:crypto';
-import type { Endpoint, IpFamily, ProxyConfigView, ServicePlan, SyncInput } from '../../model/types.ts';
+import type { Endpoint, IpFamily, ProxyConfigView, SyncInput } from '../../model/types.ts';
 
 export interface RuleOptions {
   /** chain name prefix, at most 7 characters (default FLATNET) */
