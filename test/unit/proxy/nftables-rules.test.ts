@@ -1,0 +1,162 @@
+// The generated nft text (sorted) for full and incremental syncs.
+import { describe, expect, it } from 'vitest';
+import {
+  bucketRanges,
+  planElements,
+  renderFull,
+  renderIncremental,
+  staleAffinityEntries,
+  affinityDeleteProgram,
+  CHUNK,
+} from '../../../proxy/backends/nftables/rules.ts';
+import { config, ep, plan, svc, syncInput } from './nftables-fixtures.ts';
+
+const opts = { table: 'flatnet-proxy', family: 4 as const };
+const sorted = (text: string): string[] => text.trim().split('\n').sort();
+const elementLines = (text: string): string[] => sorted(text).filter((l) => / element /.test(l));
+
+const a = svc('a', { nodePort: 30080, affinityTimeoutSeconds: 600 });
+const b = svc('b', { clusterIP: '10.96.0.11', protocol: 'UDP', port: 53 });
+
+describe('nftables rules: full sync', () => {
+  it('first sync deletes and recreates the table; elements as expected', () => {
+    const r = renderFull(syncInput([plan(a, [ep('10.244.1.2'), ep('10.244.2.3')]), plan(b, [])]), opts);
+    const lines = r.program.trim().split('\n');
+    expect(lines.slice(0, 3)).toEqual(['add table ip flatnet-proxy', 'delete table ip flatnet-proxy', 'add table ip flatnet-proxy']);
+    expect(elementLines(r.program)).toEqual([
+      'add element ip flatnet-proxy aff-np { tcp . 30080 : goto aff-600 }',
+      'add element ip flatnet-proxy aff-svc { 10.96.0.10 . tcp . 80 : goto aff-600 }',
+      'add element ip flatnet-proxy cluster-ep { 10.96.0.10 . tcp . 80 . 0-511 : 10.244.1.2 . 8080, 10.96.0.10 . tcp . 80 . 512-1023 : 10.244.2.3 . 8080 }',
+      'add element ip flatnet-proxy cluster-ips { 10.96.0.10, 10.96.0.11 }',
+      'add element ip flatnet-proxy cluster-keys { 10.96.0.10 . tcp . 80, 10.96.0.11 . udp . 53 }',
+      'add element ip flatnet-proxy hairpin { 10.244.1.2 . 10.244.1.2, 10.244.2.3 . 10.244.2.3 }',
+      'add element ip flatnet-proxy no-ep-svc { 10.96.0.11 . udp . 53 : goto reject-chain }',
+      'add element ip flatnet-proxy nodeport-ips { 192.168.10.2 }',
+      'add element ip flatnet-proxy np-cluster-keys { tcp . 30080 }',
+      'add element ip flatnet-proxy np-ep { tcp . 30080 . 0-511 : 10.244.1.2 . 8080, tcp . 30080 . 512-1023 : 10.244.2.3 . 8080 }',
+    ]);
+    // exactly one chain per distinct affinity timeout, none per service or endpoint
+    const chains = [...new Set(sorted(r.program).filter((l) => l.startsWith('add chain')).map((l) => l.split(' ')[4]))];
+    expect(chains).toHaveLength(16);
+    expect(chains.filter((l) => /aff-\d+/.test(l!))).toEqual(['aff-600']);
+  });
+
+  it('later full syncs flush instead of deleting, and keep the affinity map', () => {
+    const first = renderFull(syncInput([plan(a, [ep('10.244.1.2')])]), opts);
+    const r = renderFull(syncInput([plan(b, [ep('10.244.1.7', 53)])]), opts, first.state);
+    expect(r.program).not.toMatch(/delete table/);
+    expect(r.program).toMatch(/^flush map ip flatnet-proxy cluster-ep$/m);
+    expect(r.program).not.toMatch(/^flush map ip flatnet-proxy affinity$/m);
+    // the old service's affinity chain goes away after its vmap was flushed
+    const lines = r.program.trim().split('\n');
+    expect(lines.indexOf('delete chain ip flatnet-proxy aff-600')).toBeGreaterThan(lines.indexOf('flush map ip flatnet-proxy aff-svc'));
+    expect([...r.affinityStale]).toEqual([a.key]);
+  });
+
+  it('chunks large element lists', () => {
+    const plans = [];
+    for (let i = 0; i < 2500; i++) plans.push(plan(svc(`s${i}`, { clusterIP: `10.96.${i >> 8}.${i & 255}` }), [ep(`10.244.${i >> 8}.${i & 255}`)]));
+    const r = renderFull(syncInput(plans), opts);
+    const keyLines = r.program.split('\n').filter((l) => l.startsWith('add element ip flatnet-proxy cluster-keys'));
+    expect(keyLines).toHaveLength(Math.ceil(2500 / CHUNK));
+    expect(keyLines.map((l) => l.split(', ').length)).toEqual([1000, 1000, 500]);
+  });
+
+  it('bucket ranges cover 0..1023 exactly', () => {
+    for (const n of [1, 2, 3, 7, 1000, 1024, 2000]) {
+      const r = bucketRanges(n);
+      expect(r[0]![0]).toBe(0);
+      expect(r[r.length - 1]![1]).toBe(1023);
+      for (let i = 1; i < r.length; i++) expect(r[i]![0]).toBe(r[i - 1]![1] + 1);
+      expect(r.length).toBe(Math.min(n, 1024));
+    }
+  });
+
+  it('skips services of the other family and LB addresses in Proxy mode', () => {
+    expect(planElements(plan(svc('v6', { family: 6, clusterIP: 'fd00::1' }), [ep('fd00::2')]), 4)).toEqual([]);
+    const els = planElements(plan(svc('p', { loadBalancerIPs: [{ ip: '1.2.3.4', ipMode: 'Proxy' }] }), [ep('10.244.1.2')]), 4);
+    expect(els.some((e) => e.key.startsWith('1.2.3.4'))).toBe(false);
+  });
+
+  it('no ClusterIP masquerade rule when detect-local has no CIDR and masqueradeAll is off', () => {
+    const r = renderFull(syncInput([], { config: { ...config, clusterCIDRs: [] } }), opts);
+    expect(r.program).not.toMatch(/@cluster-keys .*meta mark set/);
+    const r2 = renderFull(syncInput([], { config: { ...config, clusterCIDRs: [], masqueradeAll: true } }), opts);
+    expect(r2.program).toMatch(/ip daddr \. meta l4proto \. th dport @cluster-keys meta mark set meta mark \| 0x00004000/);
+  });
+});
+
+describe('nftables rules: incremental sync', () => {
+  const base = renderFull(syncInput([plan(a, [ep('10.244.1.2'), ep('10.244.2.3')]), plan(b, [ep('10.244.1.7', 53)])]), opts);
+
+  it('endpoint added: delete + add of that service only, sorted', () => {
+    const r = renderIncremental(
+      syncInput([plan(a, [ep('10.244.1.2'), ep('10.244.2.3'), ep('10.244.3.4')]), plan(b, [ep('10.244.1.7', 53)])], {
+        full: false,
+        changed: new Set([a.key]),
+      }),
+      opts,
+      base.state,
+    );
+    expect(r.program.trim().split('\n')).toEqual([
+      'delete element ip flatnet-proxy cluster-ep { 10.96.0.10 . tcp . 80 . 0-511, 10.96.0.10 . tcp . 80 . 512-1023 }',
+      'delete element ip flatnet-proxy np-ep { tcp . 30080 . 0-511, tcp . 30080 . 512-1023 }',
+      'add element ip flatnet-proxy cluster-ep { 10.96.0.10 . tcp . 80 . 0-340 : 10.244.1.2 . 8080, 10.96.0.10 . tcp . 80 . 341-681 : 10.244.2.3 . 8080, 10.96.0.10 . tcp . 80 . 682-1023 : 10.244.3.4 . 8080 }',
+      'add element ip flatnet-proxy np-ep { tcp . 30080 . 0-340 : 10.244.1.2 . 8080, tcp . 30080 . 341-681 : 10.244.2.3 . 8080, tcp . 30080 . 682-1023 : 10.244.3.4 . 8080 }',
+      'add element ip flatnet-proxy hairpin { 10.244.3.4 . 10.244.3.4 }',
+    ]);
+    expect(r.affinityStale.size).toBe(0);
+    // the previous state is untouched (a failed apply can retry from it)
+    expect(base.state.perService.get(a.key)!.filter((e) => e.set === 'cluster-ep')).toHaveLength(2);
+  });
+
+  it('service deleted: every element it owned goes, nothing else', () => {
+    const r = renderIncremental(syncInput([plan(a, [ep('10.244.1.2'), ep('10.244.2.3')])], { full: false, changed: new Set([b.key]) }), opts, base.state);
+    expect(sorted(r.program)).toEqual([
+      'delete element ip flatnet-proxy cluster-ep { 10.96.0.11 . udp . 53 . 0-1023 }',
+      'delete element ip flatnet-proxy cluster-ips { 10.96.0.11 }',
+      'delete element ip flatnet-proxy cluster-keys { 10.96.0.11 . udp . 53 }',
+      'delete element ip flatnet-proxy hairpin { 10.244.1.7 . 10.244.1.7 }',
+    ]);
+  });
+
+  it('affinity removal marks the service stale and drops its chain', () => {
+    const r = renderIncremental(
+      syncInput([plan({ ...a, affinityTimeoutSeconds: undefined }, [ep('10.244.1.2'), ep('10.244.2.3')]), plan(b, [ep('10.244.1.7', 53)])], {
+        full: false,
+        changed: new Set([a.key]),
+      }),
+      opts,
+      base.state,
+    );
+    expect(sorted(r.program)).toEqual([
+      'delete chain ip flatnet-proxy aff-600',
+      'delete element ip flatnet-proxy aff-np { tcp . 30080 }',
+      'delete element ip flatnet-proxy aff-svc { 10.96.0.10 . tcp . 80 }',
+      'flush chain ip flatnet-proxy aff-600',
+    ]);
+    expect([...r.affinityStale]).toEqual([a.key]);
+  });
+});
+
+describe('nftables rules: affinity pruning', () => {
+  it('keeps entries that still point at a valid endpoint, drops the rest', () => {
+    const r = renderFull(syncInput([plan(a, [ep('10.244.1.2')]), plan(b, [ep('10.244.1.7', 53)])]), opts);
+    const entries = [
+      { client: '10.244.1.9', vip: '10.96.0.10', proto: 'tcp', port: 80, endpoint: '10.244.1.2', endpointPort: 8080 },
+      { client: '10.244.1.9', vip: '10.96.0.10', proto: 'tcp', port: 80, endpoint: '10.244.2.3', endpointPort: 8080 },
+      { client: '1.2.3.4', vip: '192.168.10.2', proto: 'tcp', port: 30080, endpoint: '10.244.1.2', endpointPort: 8080 },
+      { client: '1.2.3.4', vip: '192.168.10.2', proto: 'tcp', port: 30080, endpoint: '10.244.9.9', endpointPort: 8080 },
+      { client: '10.244.1.9', vip: '10.96.0.11', proto: 'udp', port: 53, endpoint: '10.244.1.7', endpointPort: 53 },
+    ];
+    const stale = staleAffinityEntries(entries, r.state);
+    expect(stale.map((e) => `${e.client}>${e.vip}:${e.port}>${e.endpoint}`)).toEqual([
+      '10.244.1.9>10.96.0.10:80>10.244.2.3',
+      '1.2.3.4>192.168.10.2:30080>10.244.9.9',
+      '10.244.1.9>10.96.0.11:53>10.244.1.7',
+    ]);
+    expect(affinityDeleteProgram(opts, stale)).toBe(
+      'delete element ip flatnet-proxy affinity { 1.2.3.4 . 192.168.10.2 . tcp . 30080, 10.244.1.9 . 10.96.0.10 . tcp . 80, 10.244.1.9 . 10.96.0.11 . udp . 53 }\n',
+    );
+  });
+});
