@@ -78,7 +78,7 @@ function ensurePlugins(log: (m: string) => void): void {
   if (r.status !== 0) log('plugin build failed; the reference plugins in /usr/lib/cni stand in for the missing ones');
 }
 
-function clusterAlive(s: ClusterState): boolean {
+export function clusterAlive(s: ClusterState): boolean {
   const api = s.processes.find((p) => p.role === 'kube-apiserver');
   return s.phase === 'up' && !!api && isAlive(api) && s.processes.every((p) => isAlive(p));
 }
