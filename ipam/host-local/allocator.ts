@@ -108,6 +108,11 @@ export function allocateOne(
  * when any set fails, the addresses taken so far by this call are released.
  */
 export function allocate(store: Store, sets: readonly RangeSet[], id: string, ifname: string, requested: readonly IP[]): IpConfig[] {
+  const inSet = (ip: IP): boolean => sets.some((set) => rangeSetContains(set, ip) || set.some((r) => ipEq(r.gateway, ip)));
+  const stray = requested.filter((ip) => !inSet(ip));
+  if (stray.length > 0) {
+    throw new CniError(HostLocalCode.BadRequest, `requested IPs are in no range set: ${stray.map(formatIP).join(', ')}`);
+  }
   const pending = [...requested];
   const taken: IP[] = [];
   const out: IpConfig[] = [];
