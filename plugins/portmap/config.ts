@@ -1,0 +1,150 @@
+// portmap configuration: NetConf (+ runtimeConfig.portMappings, prevResult) -> a validated, normalized PortMapConfig.
+// Pure: no I/O. Every error is a CniError with code 7 (invalid config) naming the bad field.
+
+import { CniError, ErrorCode, type CniResult, type NetConf } from '../../lib/cni/types.ts';
+import { canonicalIP, familyOf, isUnspecified, parseCidr, type Family, type ParsedCidr } from './ip.ts';
+
+export type Protocol = 'tcp' | 'udp' | 'sctp';
+export type Backend = 'iptables' | 'nftables';
+
+export interface Mapping {
+  hostPort: number;
+  containerPort: number;
+  protocol: Protocol;
+  /** canonical specific host address; undefined = every local address */
+  hostIP?: string;
+  /** families this mapping applies to: [4, 6] without hostIP, [4] for 0.0.0.0 or a v4 hostIP, [6] for :: or v6 */
+  families: Family[];
+}
+
+export interface PortMapConfig {
+  name: string;
+  cniVersion: string;
+  snat: boolean;
+  masqAll: boolean;
+  markMasqBit: number;
+  externalSetMarkChain?: string;
+  conditionsV4: string[];
+  conditionsV6: string[];
+  backend: Backend;
+  mappings: Mapping[];
+}
+
+export const DEFAULT_MARK_BIT = 13;
+
+const bad = (msg: string): CniError => new CniError(ErrorCode.InvalidConfig, `portmap: ${msg}`);
+
+function optBool(conf: NetConf, key: string, dflt: boolean): boolean {
+  const v = conf[key];
+  if (v === undefined || v === null) return dflt;
+  if (typeof v !== 'boolean') throw bad(`${key} must be a boolean`);
+  return v;
+}
+
+function optStrings(conf: NetConf, key: string): string[] {
+  const v = conf[key];
+  if (v === undefined || v === null) return [];
+  if (!Array.isArray(v) || !v.every((x) => typeof x === 'string')) throw bad(`${key} must be an array of strings`);
+  for (const s of v as string[]) if (/[\n\r]/.test(s)) throw bad(`${key} entries may not contain newlines`);
+  return v as string[];
+}
+
+function port(v: unknown, what: string): number {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > 65535) throw bad(`invalid ${what} ${JSON.stringify(v)}: must be 1-65535`);
+  return v;
+}
+
+/** Parse runtimeConfig.portMappings. */
+export function parseMappings(raw: unknown): Mapping[] {
+  if (raw === undefined || raw === null) return [];
+  if (!Array.isArray(raw)) throw bad('runtimeConfig.portMappings must be an array');
+  const out: Mapping[] = [];
+  const seen = new Set<string>();
+  for (const [i, e] of raw.entries()) {
+    if (typeof e !== 'object' || e === null) throw bad(`portMappings[${i}] must be an object`);
+    const m = e as Record<string, unknown>;
+    const hostPort = port(m.hostPort, `portMappings[${i}].hostPort`);
+    const containerPort = port(m.containerPort, `portMappings[${i}].containerPort`);
+    const proto = m.protocol === undefined || m.protocol === '' ? 'tcp' : m.protocol;
+    if (typeof proto !== 'string' || !['tcp', 'udp', 'sctp'].includes(proto.toLowerCase()))
+      throw bad(`portMappings[${i}].protocol ${JSON.stringify(m.protocol)} is not tcp, udp or sctp`);
+    const protocol = proto.toLowerCase() as Protocol;
+    let hostIP: string | undefined;
+    let families: Family[] = [4, 6];
+    if (m.hostIP !== undefined && m.hostIP !== null && m.hostIP !== '') {
+      if (typeof m.hostIP !== 'string' || !familyOf(m.hostIP)) throw bad(`portMappings[${i}].hostIP ${JSON.stringify(m.hostIP)} is not an IP address`);
+      const fam = familyOf(m.hostIP)!;
+      families = [fam];
+      if (!isUnspecified(m.hostIP)) hostIP = canonicalIP(m.hostIP);
+    }
+    const key = `${protocol}/${hostIP ?? families.join('')}/${hostPort}`;
+    if (seen.has(key)) throw bad(`portMappings[${i}]: duplicate ${protocol} hostPort ${hostPort}${hostIP ? ` on ${hostIP}` : ''}`);
+    seen.add(key);
+    out.push({ hostPort, containerPort, protocol, ...(hostIP ? { hostIP } : {}), families });
+  }
+  return out;
+}
+
+/** Validate the plugin's own keys and the runtime's port mappings. */
+export function parseConfig(conf: NetConf): PortMapConfig {
+  const snat = optBool(conf, 'snat', true);
+  const masqAll = optBool(conf, 'masqAll', false);
+  const backend = conf.backend ?? 'iptables';
+  if (backend !== 'iptables' && backend !== 'nftables') throw bad(`backend ${JSON.stringify(conf.backend)} must be "iptables" or "nftables"`);
+  const ext = conf.externalSetMarkChain;
+  if (ext !== undefined && ext !== null && (typeof ext !== 'string' || !/^[^\s-][^\s]{0,27}$/.test(ext)))
+    throw bad(`externalSetMarkChain ${JSON.stringify(ext)} is not a valid iptables chain name`);
+  if (typeof ext === 'string' && conf.markMasqBit !== undefined && conf.markMasqBit !== null)
+    throw bad('cannot specify externalSetMarkChain and markMasqBit');
+  const bit = conf.markMasqBit ?? DEFAULT_MARK_BIT;
+  if (typeof bit !== 'number' || !Number.isInteger(bit) || bit < 0 || bit > 31) throw bad(`markMasqBit ${JSON.stringify(bit)} must be an integer 0-31`);
+  const conditionsV4 = optStrings(conf, 'conditionsV4');
+  const conditionsV6 = optStrings(conf, 'conditionsV6');
+  if (backend === 'nftables') {
+    if (conditionsV4.length || conditionsV6.length) throw bad('conditionsV4/conditionsV6 are iptables matches; not supported with backend "nftables"');
+    if (typeof ext === 'string') throw bad('externalSetMarkChain is an iptables chain; not supported with backend "nftables"');
+  }
+  const rc = conf.runtimeConfig;
+  const mappings = parseMappings(rc && typeof rc === 'object' ? (rc as Record<string, unknown>).portMappings : undefined);
+  return {
+    name: conf.name,
+    cniVersion: conf.cniVersion,
+    snat,
+    masqAll,
+    markMasqBit: bit,
+    ...(typeof ext === 'string' ? { externalSetMarkChain: ext } : {}),
+    conditionsV4,
+    conditionsV6,
+    backend,
+    mappings,
+  };
+}
+
+export interface ContainerIPs {
+  v4?: ParsedCidr;
+  v6?: ParsedCidr;
+}
+
+/**
+ * The container's first IPv4 and first IPv6 address from prevResult, skipping addresses that belong to an interface
+ * outside the sandbox or not named ifname (the host veth, the bridge).
+ */
+export function containerIPs(prev: CniResult, ifname: string): ContainerIPs {
+  const out: ContainerIPs = {};
+  for (const ip of prev.ips ?? []) {
+    let c: ParsedCidr;
+    try {
+      c = parseCidr(ip.address);
+    } catch {
+      throw bad(`prevResult ip ${JSON.stringify(ip.address)} is not a CIDR`);
+    }
+    const key = c.family === 4 ? 'v4' : 'v6';
+    if (out[key]) continue;
+    if (ip.interface !== undefined && ip.interface !== null) {
+      const itf = prev.interfaces?.[ip.interface];
+      if (itf && (itf.name !== ifname || !itf.sandbox)) continue;
+    }
+    out[key] = c;
+  }
+  return out;
+}
