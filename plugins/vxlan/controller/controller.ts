@@ -118,16 +118,15 @@ export class OverlayController {
     }
     const program = diffProgram(desired, snap.observed, cfg.routeProtocol);
     const errors: unknown[] = [];
-    if (program.ip.length || program.bridge.length) {
-      log.info({ ip: program.ip, fdb: program.bridge, recreate: program.recreate }, 'overlay: applying');
-      if (program.ip.length) {
-        await runner.run(['ip', '-force', '-batch', '-'], { input: program.ip.join('\n') + '\n' }).catch((e: unknown) => errors.push(e));
-      }
-      if (program.bridge.length) {
-        await runner
-          .run(['bridge', '-force', '-batch', '-'], { input: program.bridge.join('\n') + '\n' })
-          .catch((e: unknown) => errors.push(e));
-      }
+    if (program.ip.length || program.bridge.length || program.routes.length) {
+      log.info({ ip: program.ip, fdb: program.bridge, routes: program.routes, recreate: program.recreate }, 'overlay: applying');
+      const batch = async (argv: string[], lines: string[]): Promise<void> => {
+        if (!lines.length) return;
+        await runner.run(argv, { input: lines.join('\n') + '\n' }).catch((e: unknown) => errors.push(e));
+      };
+      await batch(['ip', '-force', '-batch', '-'], program.ip);
+      await batch(['bridge', '-force', '-batch', '-'], program.bridge);
+      await batch(['ip', '-force', '-batch', '-'], program.routes);
     }
     if (!cfg.txChecksumOffload && (program.recreate || !this.offloadDone)) {
       const r = await runner.run(['ethtool', '-K', cfg.deviceName, 'tx', 'off'], { allowFail: true }).catch((e: unknown) => ({

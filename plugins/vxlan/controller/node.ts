@@ -47,31 +47,46 @@ export interface NodeSource {
   stop(): Promise<void>;
 }
 
-/** An in-memory NodeSource: nodes are set by the caller; annotate() updates the stored node like the API would. */
+interface MemoryStore {
+  nodes: Map<string, OverlayNode>;
+  subscribers: Set<() => void>;
+}
+
+/**
+ * An in-memory NodeSource: nodes are set by the caller; annotate() updates the stored node like the API would.
+ * view() gives another source over the same nodes (one per controller, like one watch per daemon).
+ */
 export class MemoryNodeSource implements NodeSource {
-  private nodes = new Map<string, OverlayNode>();
+  private readonly store: MemoryStore;
   private onChange: (() => void) | undefined;
 
-  constructor(nodes: NodeLike[] = []) {
+  constructor(nodes: NodeLike[] = [], store?: MemoryStore) {
+    this.store = store ?? { nodes: new Map(), subscribers: new Set() };
     for (const n of nodes) this.put(n, false);
+  }
+
+  view(): MemoryNodeSource {
+    return new MemoryNodeSource([], this.store);
   }
 
   async start(onChange: () => void): Promise<void> {
     this.onChange = onChange;
+    this.store.subscribers.add(onChange);
   }
 
   list(): OverlayNode[] {
-    return [...this.nodes.values()].map((n) => ({ ...n, annotations: { ...n.annotations } }));
+    return [...this.store.nodes.values()].map((n) => ({ ...n, annotations: { ...n.annotations } }));
   }
 
   async annotate(name: string, annotations: Record<string, string>): Promise<void> {
-    const n = this.nodes.get(name);
+    const n = this.store.nodes.get(name);
     if (!n) throw new Error(`node ${name} not found`);
-    this.nodes.set(name, { ...n, annotations: { ...n.annotations, ...annotations } });
+    this.store.nodes.set(name, { ...n, annotations: { ...n.annotations, ...annotations } });
     this.fire();
   }
 
   async stop(): Promise<void> {
+    if (this.onChange) this.store.subscribers.delete(this.onChange);
     this.onChange = undefined;
   }
 
@@ -79,21 +94,21 @@ export class MemoryNodeSource implements NodeSource {
   put(n: NodeLike | OverlayNode, notify = true): void {
     const o = 'internalIPs' in n ? { ...n, annotations: { ...n.annotations } } : toOverlayNode(n);
     if (!o) throw new Error('node without a name');
-    this.nodes.set(o.name, o);
+    this.store.nodes.set(o.name, o);
     if (notify) this.fire();
   }
 
   remove(name: string): void {
-    this.nodes.delete(name);
+    this.store.nodes.delete(name);
     this.fire();
   }
 
   get(name: string): OverlayNode | undefined {
-    return this.nodes.get(name);
+    const n = this.store.nodes.get(name);
+    return n && { ...n, annotations: { ...n.annotations } };
   }
 
   private fire(): void {
-    const cb = this.onChange;
-    if (cb) queueMicrotask(cb);
+    for (const cb of this.store.subscribers) queueMicrotask(cb);
   }
 }

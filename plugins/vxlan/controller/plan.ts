@@ -219,10 +219,12 @@ export interface ObservedState {
 export interface Program {
   /** the device is deleted and created afresh */
   recreate: boolean;
-  /** lines for `ip -batch -` (family inferred from the addresses) */
+  /** lines for `ip -batch -` (device, addresses, stale route removal, neighbours; family inferred from addresses) */
   ip: string[];
-  /** lines for `bridge -batch -` (FDB) */
+  /** lines for `bridge -batch -` (FDB), applied after `ip` */
   bridge: string[];
+  /** route replaces for `ip -batch -`, applied last so a route only appears once its neighbour and FDB entry exist */
+  routes: string[];
 }
 
 export function deviceMatches(d: ObservedDevice | undefined, want: DeviceSpec): boolean {
@@ -264,6 +266,12 @@ export function diffProgram(want: DesiredState, obs: ObservedState, routeProtoco
   for (const a of [...wantAddrs].sort()) {
     if (!haveAddrs.has(a)) ip.push(`addr replace ${a} dev ${dev.name}${a.includes(':') ? ' nodad' : ''}`);
   }
+  // routes (ours carry routeProtocol)
+  const wantRoutes = new Map(want.routes.map((r) => [canonCidr(r.dst), r]));
+  for (const r of o.routes) {
+    const w = wantRoutes.get(canonCidr(r.dst));
+    if (!w) ip.push(`route del ${canonCidr(r.dst)} proto ${routeProtocol}`);
+  }
   // neighbours (we own the PERMANENT ones on our device)
   const wantNeigh = new Map(want.neighbours.map((n) => [canonicalIp(n.ip), n.mac.toLowerCase()]));
   for (const n of o.neighbours) {
@@ -276,18 +284,13 @@ export function diffProgram(want: DesiredState, obs: ObservedState, routeProtoco
       ip.push(`neigh replace ${nip} lladdr ${mac} dev ${dev.name} nud permanent`);
     }
   }
-  // routes (ours carry routeProtocol)
-  const wantRoutes = new Map(want.routes.map((r) => [canonCidr(r.dst), r]));
-  for (const r of o.routes) {
-    const w = wantRoutes.get(canonCidr(r.dst));
-    if (!w) ip.push(`route del ${canonCidr(r.dst)} proto ${routeProtocol}`);
-  }
+  const routeLines: string[] = [];
   for (const [dst, r] of [...wantRoutes].sort(([a], [b]) => a.localeCompare(b))) {
     const have = o.routes.find((x) => canonCidr(x.dst) === dst);
     const same =
       have && have.via !== undefined && canonicalIp(have.via) === r.via && have.dev === r.dev && have.onlink === r.onlink;
     if (!same) {
-      ip.push(`route replace ${dst} via ${r.via} dev ${r.dev}${r.onlink ? ' onlink' : ''} proto ${routeProtocol}`);
+      routeLines.push(`route replace ${dst} via ${r.via} dev ${r.dev}${r.onlink ? ' onlink' : ''} proto ${routeProtocol}`);
     }
   }
   // FDB
@@ -306,7 +309,7 @@ export function diffProgram(want: DesiredState, obs: ObservedState, routeProtoco
       bridge.push(`fdb append ${mac} dev ${dev.name} dst ${dst} self permanent`);
     }
   }
-  return { recreate, ip, bridge };
+  return { recreate, ip, bridge, routes: routeLines };
 }
 
 function canonCidr(c: string): string {

@@ -227,13 +227,13 @@ describe('diffProgram', () => {
       'link set dev flatnet.1 mtu 1450 up',
       'addr replace 10.244.1.0/32 dev flatnet.1',
       `neigh replace 10.244.2.0 lladdr ${vtepMac('n2', 1)} dev flatnet.1 nud permanent`,
-      'route replace 10.244.2.0/24 via 10.244.2.0 dev flatnet.1 onlink proto 77',
     ]);
+    expect(p.routes).toEqual(['route replace 10.244.2.0/24 via 10.244.2.0 dev flatnet.1 onlink proto 77']);
     expect(p.bridge).toEqual([`fdb append ${vtepMac('n2', 1)} dev flatnet.1 dst 192.168.9.2 self permanent`]);
   });
 
   it('does nothing when converged', () => {
-    expect(diffProgram(want, converged, 77)).toEqual({ recreate: false, ip: [], bridge: [] });
+    expect(diffProgram(want, converged, 77)).toEqual({ recreate: false, ip: [], bridge: [], routes: [] });
   });
 
   it('recreates a device with the wrong shape (learning on, other port)', () => {
@@ -258,9 +258,10 @@ describe('diffProgram', () => {
     expect(p.ip).toEqual([
       'link set dev flatnet.1 mtu 1450 up',
       'addr del 10.244.9.0/32 dev flatnet.1',
-      'neigh del 10.244.3.0 dev flatnet.1',
       'route del 10.244.3.0/24 proto 77',
+      'neigh del 10.244.3.0 dev flatnet.1',
     ]);
+    expect(p.routes).toEqual([]);
     expect(p.bridge).toEqual(['fdb del 02:00:00:00:00:03 dev flatnet.1 dst 192.168.9.3 self']);
   });
 
@@ -268,6 +269,7 @@ describe('diffProgram', () => {
     const moved = planOverlay(cfg, n1, [n1, { ...n2, annotations: { ...n2.annotations, [ANNOTATIONS.publicIp]: '192.168.9.22' } }], underlay);
     const p = diffProgram(moved, converged, 77);
     expect(p.ip).toEqual([]);
+    expect(p.routes).toEqual([]);
     expect(p.bridge).toEqual([
       `fdb del ${vtepMac('n2', 1)} dev flatnet.1 dst 192.168.9.2 self`,
       `fdb append ${vtepMac('n2', 1)} dev flatnet.1 dst 192.168.9.22 self permanent`,

@@ -1,0 +1,256 @@
+// The overlay controller against real kernel devices: 3 "node" netns on a per-run underlay bridge, the Node list
+// from an in-memory source, pods as plain veths on each node's bridge.
+import { execFileSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ANNOTATIONS } from '../../plugins/vxlan/controller/config.ts';
+import { vtepMac } from '../../plugins/vxlan/controller/plan.ts';
+import { parseSubnetEnv } from '../../plugins/vxlan/subnet.ts';
+import { createTestbed, killProc, spawnIn, waitFor, type BedPod, type Testbed } from '../bench/overlay.ts';
+import type { TestNetns } from '../helpers/netns.ts';
+
+let bed: Testbed;
+let pods: BedPod[] = [];
+
+interface LinkJson {
+  address: string;
+  mtu: number;
+  flags: string[];
+  linkinfo: { info_kind: string; info_data: { id: number; port: number; learning: boolean; local: string } };
+}
+
+const json = <T>(ns: TestNetns, argv: string[]): T => JSON.parse(ns.exec(argv) || '[]') as T;
+const device = (ns: TestNetns): LinkJson | undefined => {
+  try {
+    return json<LinkJson[]>(ns, ['ip', '-d', '-j', 'link', 'show', 'dev', 'flatnet.1'])[0];
+  } catch {
+    return undefined;
+  }
+};
+const routes = (ns: TestNetns): string[] =>
+  json<{ dst: string; gateway?: string; dev: string }[]>(ns, ['ip', '-j', 'route', 'show', 'proto', '77'])
+    .map((r) => `${r.dst} via ${r.gateway} dev ${r.dev}`)
+    .sort();
+const neighbours = (ns: TestNetns): string[] =>
+  json<{ dst: string; lladdr: string; state: string[] }[]>(ns, ['ip', '-j', 'neigh', 'show', 'dev', 'flatnet.1'])
+    .filter((n) => n.state.includes('PERMANENT'))
+    .map((n) => `${n.dst} ${n.lladdr}`)
+    .sort();
+const fdb = (ns: TestNetns): string[] =>
+  json<{ mac: string; dst?: string }[]>(ns, ['bridge', '-j', 'fdb', 'show', 'dev', 'flatnet.1'])
+    .filter((f) => f.dst)
+    .map((f) => `${f.mac} ${f.dst}`)
+    .sort();
+const txPackets = (ns: TestNetns): number =>
+  json<{ stats64: { tx: { packets: number } } }[]>(ns, ['ip', '-s', '-j', 'link', 'show', 'dev', 'flatnet.1'])[0]!.stats64.tx
+    .packets;
+
+/** The source address a TCP (or UDP) server in `server` sees when `client` connects to ip:port. */
+function peerSeen(client: TestNetns, server: TestNetns, ip: string, proto: 'TCP' | 'UDP', port: number): string {
+  const listen = proto === 'TCP' ? `TCP-LISTEN:${port},bind=${ip},reuseaddr,fork` : `UDP-RECVFROM:${port},bind=${ip},fork`;
+  const srv = spawnIn(server, ['socat', listen, 'SYSTEM:echo $SOCAT_PEERADDR']);
+  try {
+    const t0 = Date.now();
+    for (;;) {
+      try {
+        const out = client.exec(['socat', ...(proto === 'UDP' ? ['-t3', '-T1'] : ['-t5', '-T5']), '-', `${proto}:${ip}:${port}`], 'x\n');
+        if (out.trim()) return out.trim();
+      } catch (e) {
+        if (Date.now() - t0 > 6000) throw new Error(`${proto} ${ip}:${port}: ${String((e as { stderr?: string }).stderr ?? e)}`, { cause: e });
+      }
+      execFileSync('sleep', ['0.1']);
+    }
+  } finally {
+    killProc(srv);
+  }
+}
+
+const canPing = (from: TestNetns, ip: string, extra: string[] = []): boolean => {
+  try {
+    from.exec(['ping', '-c1', '-W1', ...extra, ip]);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+beforeAll(async () => {
+  bed = await createTestbed();
+  for (let i = 0; i < 3; i++) await bed.startController(i);
+  // after every node published its VTEP, each controller must have converged
+  for (const n of bed.nodes) await n.controller!.reconcile();
+  pods = [bed.addPod(0), bed.addPod(1), bed.addPod(2), bed.addPod(0)];
+});
+
+afterAll(async () => {
+  await bed?.destroy();
+});
+
+describe('vxlan controller on real netns nodes', () => {
+  it('creates flatnet.1 with VNI 1, port 8472, learning off, local = node IP, MTU 1450, and the .0/32', () => {
+    for (const n of bed.nodes) {
+      const d = device(n.ns)!;
+      expect(d.linkinfo.info_kind).toBe('vxlan');
+      expect(d.linkinfo.info_data).toMatchObject({ id: 1, port: 8472, learning: false, local: n.ip });
+      expect(d.mtu).toBe(1450);
+      expect(d.flags).toContain('UP');
+      expect(d.address).toBe(vtepMac(n.name, 1));
+      const addrs = json<{ addr_info: { local: string; prefixlen: number; scope: string }[] }[]>(n.ns, [
+        'ip', '-j', 'addr', 'show', 'dev', 'flatnet.1',
+      ])[0]!.addr_info.filter((a) => a.scope === 'global');
+      expect(addrs.map((a) => `${a.local}/${a.prefixlen}`)).toEqual([n.podCIDR.replace('/24', '/32')]);
+    }
+  });
+
+  it('publishes the VTEP on the Node and writes the subnet file', () => {
+    for (const n of bed.nodes) {
+      const a = bed.store.get(n.name)!.annotations;
+      expect(a[ANNOTATIONS.vtepMac]).toBe(device(n.ns)!.address);
+      expect(a[ANNOTATIONS.publicIp]).toBe(n.ip);
+      expect(a[ANNOTATIONS.backendType]).toBe('vxlan');
+      expect(parseSubnetEnv(readFileSync(n.subnetFile, 'utf8'))).toEqual({
+        networks: ['10.244.0.0/16'],
+        subnets: [n.podCIDR],
+        mtu: 1450,
+        ipMasq: true,
+      });
+    }
+  });
+
+  it('installs a permanent neighbour, FDB entry and onlink route for every peer', () => {
+    const [n1, n2, n3] = bed.nodes;
+    expect(routes(n1!.ns)).toEqual(['10.244.2.0/24 via 10.244.2.0 dev flatnet.1', '10.244.3.0/24 via 10.244.3.0 dev flatnet.1']);
+    expect(neighbours(n1!.ns)).toEqual([`10.244.2.0 ${vtepMac('node-2', 1)}`, `10.244.3.0 ${vtepMac('node-3', 1)}`]);
+    expect(fdb(n1!.ns)).toEqual([`${vtepMac('node-2', 1)} ${n2!.ip}`, `${vtepMac('node-3', 1)} ${n3!.ip}`].sort());
+    expect(routes(n3!.ns)).toEqual(['10.244.1.0/24 via 10.244.1.0 dev flatnet.1', '10.244.2.0/24 via 10.244.2.0 dev flatnet.1']);
+  });
+
+  it('carries pod traffic across nodes through the VXLAN device with the pod source IP (TCP, UDP, ICMP)', () => {
+    const [p1, p2, p3, p1b] = pods as [BedPod, BedPod, BedPod, BedPod];
+    const tx0 = txPackets(p1.node.ns);
+    expect(canPing(p1.ns, p2.ip)).toBe(true);
+    expect(peerSeen(p1.ns, p2.ns, p2.ip, 'TCP', 7001)).toBe(p1.ip);
+    expect(peerSeen(p3.ns, p1.ns, p1.ip, 'UDP', 7002)).toBe(p3.ip);
+    expect(peerSeen(p2.ns, p3.ns, p3.ip, 'TCP', 7003)).toBe(p2.ip);
+    expect(txPackets(p1.node.ns)).toBeGreaterThan(tx0);
+    // same node: over the bridge, not the overlay
+    const tx1 = txPackets(p1.node.ns);
+    expect(peerSeen(p1b.ns, p1.ns, p1.ip, 'TCP', 7004)).toBe(p1b.ip);
+    expect(txPackets(p1.node.ns)).toBe(tx1);
+  });
+
+  it('node -> remote pod and pod -> remote node keep their addresses', () => {
+    const [p1, p2] = pods as [BedPod, BedPod];
+    const [n1, n2] = bed.nodes;
+    expect(peerSeen(n1!.ns, p2.ns, p2.ip, 'TCP', 7005)).toBe('10.244.1.0'); // the node's source on flatnet.1 is its .0
+    expect(peerSeen(p1.ns, n2!.ns, n2!.ip, 'TCP', 7006)).toBe(p1.ip);
+  });
+
+  it('passes 1400-byte packets with DF across nodes and stops oversize ones at the pod MTU', () => {
+    const [p1, p2] = pods as [BedPod, BedPod];
+    expect(canPing(p1.ns, p2.ip, ['-M', 'do', '-s', String(1400 - 28)])).toBe(true);
+    expect(canPing(p1.ns, p2.ip, ['-M', 'do', '-s', String(1450 - 28)])).toBe(true);
+    expect(canPing(p1.ns, p2.ip, ['-M', 'do', '-s', String(1451 - 28)])).toBe(false);
+  });
+
+  it('masquerades pod egress leaving the cluster to the node IP, in its own nft table', () => {
+    const [p1, p2] = pods as [BedPod, BedPod];
+    expect(peerSeen(p1.ns, bed.external, bed.externalIp, 'TCP', 7007)).toBe(bed.nodes[0]!.ip);
+    expect(peerSeen(p2.ns, bed.external, bed.externalIp, 'UDP', 7008)).toBe(bed.nodes[1]!.ip);
+    const t = bed.nodes[0]!.ns.exec(['nft', 'list', 'table', 'inet', bed.table]);
+    expect(t).toMatch(/ip saddr 10\.244\.1\.0\/24 ip daddr != @nomasq4 .*masquerade/);
+    // and never inside the cluster (asserted by the pod source IPs above)
+  });
+
+  it('removes a deleted node from every peer within 2 s and restores it when it returns', async () => {
+    const [n1, n2, n3] = bed.nodes as [(typeof bed.nodes)[0], (typeof bed.nodes)[0], (typeof bed.nodes)[0]];
+    const saved = bed.store.get('node-3')!;
+    bed.store.remove('node-3');
+    const took = await waitFor(
+      () => [n1, n2].every((n) => !routes(n.ns).some((r) => r.startsWith('10.244.3.0')) && !fdb(n.ns).some((f) => f.includes(n3.ip))),
+      2000,
+      'peers of node-3 removed',
+    );
+    expect(neighbours(n1.ns)).toEqual([`10.244.2.0 ${vtepMac('node-2', 1)}`]);
+    expect(canPing(pods[0]!.ns, pods[2]!.ip)).toBe(false);
+    bed.store.put(saved);
+    await waitFor(() => [n1, n2].every((n) => routes(n.ns).some((r) => r.startsWith('10.244.3.0'))), 2000, 'node-3 back');
+    expect(canPing(pods[0]!.ns, pods[2]!.ip)).toBe(true);
+    expect(took).toBeLessThan(2000);
+  });
+
+  it('heals a deleted VXLAN device (same MAC) and a deleted route on the next resync', async () => {
+    const n2 = bed.nodes[1]!;
+    n2.ns.exec(['ip', 'link', 'del', 'flatnet.1']);
+    expect(device(n2.ns)).toBeUndefined();
+    await waitFor(() => device(n2.ns) !== undefined && routes(n2.ns).length === 2 && fdb(n2.ns).length === 2, 3000, 'device recreated');
+    expect(device(n2.ns)!.address).toBe(vtepMac('node-2', 1));
+    await waitFor(() => canPing(pods[0]!.ns, pods[1]!.ip), 3000, 'traffic after heal');
+    const n1 = bed.nodes[0]!;
+    n1.ns.exec(['ip', 'route', 'del', '10.244.3.0/24']);
+    n1.ns.exec(['ip', 'neigh', 'del', '10.244.2.0', 'dev', 'flatnet.1']);
+    await waitFor(() => routes(n1.ns).length === 2 && neighbours(n1.ns).length === 2, 3000, 'route and neighbour restored');
+  });
+
+  it('recreates a device of the wrong shape and repairs the masquerade table and subnet file', async () => {
+    const n3 = bed.nodes[2]!;
+    n3.ns.exec(['ip', 'link', 'del', 'flatnet.1']);
+    n3.ns.exec(['ip', 'link', 'add', 'flatnet.1', 'type', 'vxlan', 'id', '1', 'dstport', '4789', 'local', n3.ip]);
+    n3.ns.exec(['nft', 'delete', 'table', 'inet', bed.table]);
+    execFileSync('rm', ['-f', n3.subnetFile]);
+    await waitFor(() => device(n3.ns)?.linkinfo.info_data.port === 8472 && device(n3.ns)?.linkinfo.info_data.learning === false, 3000, 'device reshaped');
+    await waitFor(() => existsSync(n3.subnetFile), 3000, 'subnet file rewritten');
+    await waitFor(() => {
+      try {
+        n3.ns.exec(['nft', 'list', 'table', 'inet', bed.table]);
+        return true;
+      } catch {
+        return false;
+      }
+    }, 3000, 'masquerade table restored');
+    expect(peerSeen(pods[2]!.ns, bed.external, bed.externalIp, 'TCP', 7009)).toBe(n3.ip);
+  });
+
+  it('keeps an established cross-node TCP stream alive across a controller restart', async () => {
+    const [p1, p2] = pods as [BedPod, BedPod];
+    const srv = spawnIn(p2.ns, ['socat', `TCP-LISTEN:7010,bind=${p2.ip},reuseaddr`, 'PIPE']);
+    execFileSync('sleep', ['0.3']);
+    const cli = spawnIn(p1.ns, ['socat', '-', `TCP:${p2.ip}:7010`]);
+    const echoed: string[] = [];
+    cli.stdout!.on('data', (b: Buffer) => echoed.push(b.toString()));
+    try {
+      cli.stdin?.write('before\n');
+      await waitFor(() => echoed.join('').includes('before'), 3000, 'echo before restart');
+      const n1 = bed.nodes[0]!;
+      await n1.controller!.stop();
+      await bed.startController(0);
+      cli.stdin?.write('after\n');
+      await waitFor(() => echoed.join('').includes('after'), 3000, 'echo after restart');
+    } finally {
+      killProc(cli);
+      killProc(srv);
+    }
+  });
+
+  it('switches to plain routes via the peer node IP with directRouting', async () => {
+    const n1 = bed.nodes[0]!;
+    await n1.controller!.stop();
+    await bed.startController(0, { directRouting: true });
+    expect(routes(n1.ns)).toEqual(['10.244.2.0/24 via 10.99.0.2 dev eth0', '10.244.3.0/24 via 10.99.0.3 dev eth0']);
+    expect(fdb(n1.ns)).toEqual([]);
+    expect(peerSeen(pods[0]!.ns, pods[1]!.ns, pods[1]!.ip, 'TCP', 7011)).toBe(pods[0]!.ip);
+    await n1.controller!.stop();
+    await bed.startController(0);
+    expect(routes(n1.ns)).toEqual(['10.244.2.0/24 via 10.244.2.0 dev flatnet.1', '10.244.3.0/24 via 10.244.3.0 dev flatnet.1']);
+  });
+
+  it('cleanup removes the device, routes, masquerade table and subnet file', async () => {
+    const n3 = bed.nodes[2]!;
+    await n3.controller!.stop();
+    await n3.controller!.cleanup();
+    expect(device(n3.ns)).toBeUndefined();
+    expect(routes(n3.ns)).toEqual([]);
+    expect(() => n3.ns.exec(['nft', 'list', 'table', 'inet', bed.table])).toThrow();
+    expect(existsSync(n3.subnetFile)).toBe(false);
+  });
+});
