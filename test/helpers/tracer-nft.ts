@@ -238,6 +238,13 @@ export class NftModel {
       } else t.sets.set(m[4]!, { isMap: m[1] === 'map', def: m[5]!, elements: new Map(), dynamic: m[5]!.includes('dynamic') });
       return;
     }
+    if ((m = /^delete (set|map) (ip6?) ([\w-]+) ([\w-]+)$/.exec(line))) {
+      const t = this.table(tables, m[2]!, m[3]!);
+      if (!t.sets.has(m[4]!)) fail(`delete ${m[1]}: no such set ${m[4]}`);
+      for (const [cn, c] of t.chains) for (const r of c.rules) if (r.includes(`@${m[4]}`)) fail(`delete ${m[1]} ${m[4]}: used by chain ${cn}`);
+      t.sets.delete(m[4]!);
+      return;
+    }
     if ((m = /^flush (set|map) (ip6?) ([\w-]+) ([\w-]+)$/.exec(line))) {
       const s = this.table(tables, m[2]!, m[3]!).sets.get(m[4]!);
       if (!s) fail(`flush: no such set ${m[4]}`);

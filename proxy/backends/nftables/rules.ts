@@ -48,7 +48,8 @@
 // other port of a cluster IP (`@cluster-ips`) is rejected.
 //
 // Syncs: a full sync rebuilds the table in one transaction (first sync: delete + recreate the table; later full
-// syncs flush every chain and set except `affinity`, so stickiness survives). An incremental sync emits only
+// syncs flush every chain and set except `affinity`, so stickiness survives; the `typeof` maps are deleted and
+// recreated instead of flushed, see renderFull). An incremental sync emits only
 // `delete element` / `add element` for the elements owned by the changed services, computed against the in-memory
 // state of the last applied sync (elements shared by several services, e.g. a cluster IP or a hairpin pair, are
 // reference-counted). Element additions are chunked (CHUNK per command) to stay clear of ENOBUFS.
@@ -515,9 +516,17 @@ export function renderFull(input: SyncInput, opts: NftRenderOptions, prev?: NftS
   const chains = chainDefs();
   if (!prev) lines.push(`delete table ${t}`, `add table ${t}`);
   for (const [name, spec] of chains) lines.push(spec ? `add chain ${t} ${name} { ${spec} }` : `add chain ${t} ${name}`);
+  if (prev) {
+    for (const [name] of chains) lines.push(`flush chain ${t} ${name}`);
+    for (const T of [...prev.affTimeouts].sort((x, y) => x - y)) lines.push(`flush chain ${t} ${affChain(T)}`);
+  }
   for (const [name, def] of defs) {
-    lines.push(`add ${MAPS.has(name) ? 'map' : 'set'} ${t} ${name} { ${def} }`);
-    if (prev && name !== 'affinity') lines.push(`flush ${MAPS.has(name) ? 'map' : 'set'} ${t} ${name}`);
+    const kind = MAPS.has(name) ? 'map' : 'set';
+    // nft 1.0.6 cannot evaluate new rules against a `typeof ... th dport` map it read back from the kernel
+    // ("conflicting protocols specified"), so those maps are recreated in the batch (their rules were flushed above)
+    if (prev && def.startsWith('typeof')) lines.push(`delete ${kind} ${t} ${name}`);
+    lines.push(`add ${kind} ${t} ${name} { ${def} }`);
+    if (prev && name !== 'affinity' && !def.startsWith('typeof')) lines.push(`flush ${kind} ${t} ${name}`);
   }
   const state: NftState = { sig: configSignature(input), perService: new Map(), elements: new Map(), affTimeouts: new Set() };
   const touched = new Set<string>();
@@ -530,7 +539,7 @@ export function renderFull(input: SyncInput, opts: NftRenderOptions, prev?: NftS
   for (const ip of nodePortIPs(input.config, input.node.ips, family)) addOwner(state, '', [{ set: 'nodeport-ips', key: ip }], touched);
   state.affTimeouts = neededTimeouts(state);
   const rules = chainRules(input.config, input.node.podCIDRs, family);
-  for (const [name] of chains) lines.push(...chainBlock(t, name, rules.get(name) ?? []));
+  for (const [name] of chains) for (const r of rules.get(name) ?? []) lines.push(`add rule ${t} ${name} ${r}`);
   for (const T of [...state.affTimeouts].sort((x, y) => x - y)) lines.push(...chainBlock(t, affChain(T), affChainRules(family, T)));
   const adds: [SetName, string][] = [];
   for (const [id, o] of state.elements) {
@@ -539,7 +548,7 @@ export function renderFull(input: SyncInput, opts: NftRenderOptions, prev?: NftS
   }
   lines.push(...elementCommands('add', t, adds));
   // stale affinity chains of the previous state (their vmap elements were flushed above)
-  if (prev) for (const T of [...prev.affTimeouts].sort((x, y) => x - y)) if (!state.affTimeouts.has(T)) lines.push(`flush chain ${t} ${affChain(T)}`, `delete chain ${t} ${affChain(T)}`);
+  if (prev) for (const T of [...prev.affTimeouts].sort((x, y) => x - y)) if (!state.affTimeouts.has(T)) lines.push(`delete chain ${t} ${affChain(T)}`);
   const affinityStale = new Set<string>();
   if (prev) for (const k of prev.perService.keys()) affinityStale.add(k);
   return { program: lines.join('\n') + '\n', state, affinityStale };

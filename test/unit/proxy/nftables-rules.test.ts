@@ -45,7 +45,8 @@ describe('nftables rules: full sync', () => {
     const first = renderFull(syncInput([plan(a, [ep('10.244.1.2')])]), opts);
     const r = renderFull(syncInput([plan(b, [ep('10.244.1.7', 53)])]), opts, first.state);
     expect(r.program).not.toMatch(/delete table/);
-    expect(r.program).toMatch(/^flush map ip flatnet-proxy cluster-ep$/m);
+    expect(r.program).toMatch(/^delete map ip flatnet-proxy cluster-ep$/m);
+    expect(r.program).toMatch(/^flush set ip flatnet-proxy cluster-keys$/m);
     expect(r.program).not.toMatch(/^flush map ip flatnet-proxy affinity$/m);
     // the old service's affinity chain goes away after its vmap was flushed
     const lines = r.program.trim().split('\n');
