@@ -12,7 +12,11 @@ export interface Changes {
   /** how many service objects / endpoint slices had pending changes (for metrics) */
   servicesPending: number;
   endpointsPending: number;
+  /** endpoints.kubernetes.io/last-change-trigger-time of the slices that changed (ms since epoch) */
+  triggerTimes: number[];
 }
+
+export const TRIGGER_TIME_ANNOTATION = 'endpoints.kubernetes.io/last-change-trigger-time';
 
 function svcName(obj: { metadata?: { namespace?: string; name?: string } }): string {
   return `${obj.metadata?.namespace ?? 'default'}/${obj.metadata?.name ?? ''}`;
@@ -38,6 +42,7 @@ export class ChangeTracker {
   private readonly dirtyServices = new Set<string>();
   private readonly dirtyEndpoints = new Set<string>();
   private nodeNameForLocality: string;
+  private triggerTimes: number[] = [];
 
   constructor(nodeName: string, proxyName = '') {
     this.nodeName = nodeName;
@@ -89,6 +94,8 @@ export class ChangeTracker {
     }
     bySlice.set(sliceName, eps);
     this.dirtyEndpoints.add(name);
+    const tt = Date.parse(slice.metadata?.annotations?.[TRIGGER_TIME_ANNOTATION] ?? '');
+    if (Number.isFinite(tt)) this.triggerTimes.push(tt);
     return true;
   }
 
@@ -153,7 +160,9 @@ export class ChangeTracker {
       if (kept.size) this.appliedKeys.set(name, kept);
       else this.appliedKeys.delete(name);
     }
-    return { changed, servicesPending, endpointsPending };
+    const triggerTimes = this.triggerTimes;
+    this.triggerTimes = [];
+    return { changed, servicesPending, endpointsPending, triggerTimes };
   }
 
   /** Every ServicePort as of the last take(). */

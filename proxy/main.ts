@@ -1,0 +1,201 @@
+// flatnet-proxy: the node daemon replacing kube-proxy (and hosting the VXLAN overlay controller).
+//   node proxy/main.ts --kubeconfig /etc/kubernetes/proxy.conf --hostname-override node1 --cluster-cidr 10.244.0.0/16
+//   node proxy/main.ts --config /var/lib/flatnet/config.yaml
+//   node proxy/main.ts --cleanup           remove every rule flatnet's proxy created, then exit
+// SIGTERM/SIGINT: stop watching and serving, stop the overlay controller, leave the kernel rules in place.
+
+import { existsSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { fileURLToPath } from 'node:url';
+import pino from 'pino';
+import { ExecRunner } from '../lib/exec/exec.ts';
+import type { Runner } from '../lib/exec/runner.ts';
+import { IptablesProxier } from './backends/iptables/proxier.ts';
+import { ConfigError, configView, loadConfig, splitHostPort, type DaemonConfig } from './config/config.ts';
+import { ProxyDaemon } from './daemon.ts';
+import { ServiceHealthServers, startHealthzServer, startMetricsServer } from './healthcheck/servers.ts';
+import type { IpFamily, ProxyBackend } from './model/types.ts';
+import { KubeWatchSource, loadKubeConfig } from './watch/informers.ts';
+
+const USAGE = `usage: flatnet-proxy [--config FILE] [--kubeconfig FILE] [--master URL] [--hostname-override NAME]
+  [--cluster-cidr CIDRS] [--proxy-mode iptables|nftables|ipvs] [--healthz-bind-address HOST:PORT]
+  [--metrics-bind-address HOST:PORT] [--nodeport-addresses CIDRS] [--masquerade-all] [--detect-local-mode MODE]
+  [--iptables-localhost-nodeports] [--service-proxy-name NAME] [--overlay vxlan|none] [--cleanup] [--v N]`;
+
+type Log = pino.Logger;
+
+interface BackendModule {
+  createBackend(opts: { family: IpFamily; runner: Runner; log: Log; netns?: string; config?: Record<string, unknown> }): Promise<ProxyBackend>;
+}
+
+async function importOptional<T>(rel: string): Promise<T | undefined> {
+  const url = new URL(rel, import.meta.url);
+  if (!existsSync(fileURLToPath(url))) return undefined;
+  return (await import(url.href)) as T;
+}
+
+async function makeBackends(cfg: DaemonConfig, families: IpFamily[], runner: Runner, log: Log): Promise<Map<IpFamily, ProxyBackend>> {
+  const out = new Map<IpFamily, ProxyBackend>();
+  if (cfg.mode === 'iptables') {
+    const p = new IptablesProxier({ runner, log, localhostNodePorts: cfg.localhostNodePorts });
+    for (const f of families) out.set(f, p);
+    return out;
+  }
+  const rel = cfg.mode === 'nftables' ? './backends/nftables/index.ts' : './backends/ipvs/index.ts';
+  const mod = await importOptional<BackendModule>(rel);
+  if (!mod || typeof mod.createBackend !== 'function') {
+    throw new ConfigError(`proxy mode ${cfg.mode} is not available in this build (${rel} missing)`);
+  }
+  for (const f of families) out.set(f, await mod.createBackend({ family: f, runner, log, config: cfg.mode === 'nftables' ? cfg.nftables : cfg.ipvs }));
+  return out;
+}
+
+/** Global unicast addresses of this host (netns), used for NodePorts until the Node object is seen. */
+async function localAddresses(runner: Runner): Promise<string[]> {
+  const r = await runner.run(['ip', '-j', 'addr', 'show', 'scope', 'global'], { allowFail: true });
+  if (r.code !== 0) return [];
+  try {
+    const links = JSON.parse(r.stdout) as { addr_info?: { local?: string; scope?: string }[] }[];
+    return links.flatMap((l) => (l.addr_info ?? []).map((a) => a.local ?? '')).filter(Boolean);
+  } catch {
+    return [];
+  }
+}
+
+async function cleanupAll(runner: Runner, log: Log): Promise<void> {
+  await new IptablesProxier({ runner, log }).cleanup();
+  for (const rel of ['./backends/nftables/index.ts', './backends/ipvs/index.ts']) {
+    try {
+      const mod = await importOptional<BackendModule>(rel);
+      if (!mod) continue;
+      for (const f of [4, 6] as const) await (await mod.createBackend({ family: f, runner, log })).cleanup();
+    } catch (err) {
+      log.warn({ backend: rel, err: String(err) }, 'cleanup of backend failed');
+    }
+  }
+}
+
+async function main(argv: string[]): Promise<number> {
+  let cfg: DaemonConfig;
+  try {
+    const loaded = loadConfig(argv);
+    if (loaded.help) {
+      process.stdout.write(USAGE + '\n');
+      return 0;
+    }
+    cfg = loaded.config;
+  } catch (e) {
+    process.stderr.write(`flatnet-proxy: ${(e as Error).message}\n${USAGE}\n`);
+    return 2;
+  }
+  const nodeName = cfg.hostnameOverride || hostname();
+  const log: Log = pino({ level: cfg.logLevel, base: { component: 'flatnet-proxy', node: nodeName } }, pino.destination({ dest: 2, sync: true }));
+  const runner = new ExecRunner();
+
+  if (cfg.cleanup) {
+    await cleanupAll(runner, log);
+    log.info({}, 'cleanup done');
+    return 0;
+  }
+
+  const families: IpFamily[] = [4];
+  if (cfg.clusterCIDRs.some((c) => c.includes(':'))) families.push(6);
+  if (cfg.clusterCIDRs.length && cfg.clusterCIDRs.every((c) => c.includes(':'))) families.shift();
+
+  let backends: Map<IpFamily, ProxyBackend>;
+  try {
+    backends = await makeBackends(cfg, families, runner, log);
+  } catch (e) {
+    log.error({ err: String(e) }, 'cannot start the proxy backend');
+    process.stderr.write(`flatnet-proxy: ${(e as Error).message}\n`);
+    return 1;
+  }
+
+  const kc = loadKubeConfig(cfg.kubeconfig, cfg.master);
+  const source = new KubeWatchSource(kc, log);
+  const healthServers = new ServiceHealthServers('0.0.0.0', () => daemon.health.status().healthy, log);
+  const daemon: ProxyDaemon = new ProxyDaemon({
+    nodeName,
+    config: configView(cfg),
+    backends,
+    source,
+    runner,
+    log,
+    minSyncPeriodMs: cfg.sync.minSyncPeriodMs,
+    syncPeriodMs: cfg.sync.syncPeriodMs,
+    serviceProxyName: cfg.serviceProxyName,
+    fallbackNodeIPs: await localAddresses(runner),
+    onHealthPorts: (ports) => healthServers.sync(ports),
+  });
+
+  const servers: { close(cb?: () => void): unknown }[] = [];
+  try {
+    const hz = splitHostPort(cfg.healthzBindAddress);
+    if (hz) servers.push(await startHealthzServer(hz[0], hz[1], daemon.health));
+    const mz = splitHostPort(cfg.metricsBindAddress);
+    if (mz) servers.push(await startMetricsServer(mz[0], mz[1], () => daemon.metrics.render(), daemon.health));
+  } catch (e) {
+    log.error({ err: String(e) }, 'cannot open the health/metrics ports');
+    return 1;
+  }
+
+  // the overlay controller (plugins/vxlan/controller), when present and not disabled
+  let overlay: { stop(): Promise<void> } | undefined;
+  if (cfg.overlay !== 'none') {
+    type OverlayModule = {
+      startOverlay(o: { kubeconfig: string; nodeName: string; log: Log; config: Record<string, unknown> }): Promise<{ stop(): Promise<void> }>;
+    };
+    const mod = await importOptional<OverlayModule>('../plugins/vxlan/controller/index.ts');
+    if (!mod) {
+      if (cfg.overlay === 'vxlan') {
+        log.error({}, '--overlay=vxlan but the overlay controller is not part of this build');
+        return 1;
+      }
+    } else {
+      try {
+        overlay = await mod.startOverlay({
+          kubeconfig: cfg.kubeconfig,
+          nodeName,
+          log: log.child({ component: 'overlay' }),
+          config: { clusterCIDRs: cfg.clusterCIDRs, ...cfg.overlayConfig },
+        });
+      } catch (e) {
+        log.error({ err: String(e) }, 'overlay controller failed to start');
+        if (cfg.overlay === 'vxlan') return 1;
+      }
+    }
+  }
+
+  let stopping = false;
+  const done = new Promise<number>((resolve) => {
+    const stop = (sig: string): void => {
+      if (stopping) return;
+      stopping = true;
+      log.info({ sig }, 'stopping; kernel rules stay in place');
+      void (async () => {
+        await daemon.stop().catch(() => {});
+        await overlay?.stop().catch((e: unknown) => log.warn({ err: String(e) }, 'overlay stop failed'));
+        await healthServers.stop();
+        for (const s of servers) await new Promise<void>((r) => s.close(() => r()));
+        resolve(0);
+      })();
+    };
+    process.on('SIGTERM', () => stop('SIGTERM'));
+    process.on('SIGINT', () => stop('SIGINT'));
+  });
+
+  log.info({ mode: cfg.mode, families, clusterCIDRs: cfg.clusterCIDRs }, 'starting');
+  daemon.start().then(
+    () => log.info({ syncs: daemon.syncCount }, 'proxy started'),
+    (e: unknown) => log.error({ err: String(e) }, 'start failed'),
+  );
+  return done;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (e: unknown) => {
+    process.stderr.write(`flatnet-proxy: ${String((e as Error)?.stack ?? e)}\n`);
+    process.exit(1);
+  },
+);
