@@ -9,6 +9,9 @@
 //   --node-ip IP          optional: the node's InternalIP (default: first global IPv4 of the netns, excluding pod bridges)
 //   --register-node       optional: create the Node object if missing and keep its Ready condition and Lease fresh
 //   --pod-cidr CIDR       optional, with --register-node: spec.podCIDR for a Node the agent creates
+//   --cluster-dns IP[,IP] nameservers for ClusterFirst pods (default 10.96.0.10)
+//   --cluster-domain D    default cluster.local
+//   --no-heartbeat        do not renew the Lease in kube-node-lease / the Node Ready condition (on by default)
 import { spawn } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -24,6 +27,10 @@ export interface AgentOptions {
   nodeIP?: string;
   registerNode?: boolean;
   podCIDR?: string;
+  clusterDNS?: string[];
+  clusterDomain?: string;
+  /** renew the node Lease and Ready condition (default true) */
+  heartbeat?: boolean;
   /** how long to wait for the agent's informers to sync (default 60 s) */
   readyTimeoutMs?: number;
 }
@@ -57,6 +64,9 @@ export function agentArgv(opts: AgentOptions, nodeBin = process.execPath): strin
   if (opts.nodeIP) args.push('--node-ip', opts.nodeIP);
   if (opts.registerNode) args.push('--register-node');
   if (opts.podCIDR) args.push('--pod-cidr', opts.podCIDR);
+  if (opts.clusterDNS?.length) args.push('--cluster-dns', opts.clusterDNS.join(','));
+  if (opts.clusterDomain) args.push('--cluster-domain', opts.clusterDomain);
+  if (opts.heartbeat === false) args.push('--no-heartbeat');
   return opts.netnsName ? ['nsenter', `--net=/var/run/netns/${opts.netnsName}`, '--', ...args] : args;
 }
 

@@ -20,6 +20,11 @@ export interface NodeRuntimeOptions {
   /** the agent creates the Node object and keeps its Ready condition / Lease (default false: the cluster does it) */
   registerNode?: boolean;
   podCIDR?: string;
+  /** nameservers for ClusterFirst pods (default 10.96.0.10) and the cluster domain (default cluster.local) */
+  clusterDNS?: string[];
+  clusterDomain?: string;
+  /** the agent renews the node's Lease and Ready condition (default true) */
+  heartbeat?: boolean;
 }
 
 export interface NodeRuntime {
@@ -49,6 +54,9 @@ export async function startNodeRuntime(opts: NodeRuntimeOptions): Promise<NodeRu
       nodeIP: opts.nodeIP,
       registerNode: opts.registerNode,
       podCIDR: opts.podCIDR,
+      clusterDNS: opts.clusterDNS,
+      clusterDomain: opts.clusterDomain,
+      heartbeat: opts.heartbeat,
     });
   } catch (e) {
     await ctd.stop();

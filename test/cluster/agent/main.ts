@@ -1,0 +1,228 @@
+// flatnet's kubelet stand-in for the local cluster (flags: see ./index.ts). Runs inside the node's netns.
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { CoreV1Api, KubeConfig, ListWatch, Watch, type V1Pod } from '@kubernetes/client-node';
+import { CriClient } from '../cri/client.ts';
+import { Api, ApiError } from './api.ts';
+import { startHeartbeat } from './heartbeat.ts';
+import type { AgentContext } from './spec.ts';
+import { PodWorker } from './worker.ts';
+import { killOrphans } from './workload.ts';
+
+export interface AgentFlags {
+  node: string;
+  kubeconfig: string;
+  criSocket: string;
+  stateDir: string;
+  nodeIP?: string;
+  registerNode: boolean;
+  podCIDR?: string;
+  clusterDNS: string[];
+  clusterDomain: string;
+  heartbeat: boolean;
+}
+
+export function parseAgentFlags(argv: readonly string[]): AgentFlags {
+  const v: Record<string, string> = {};
+  const bools = new Set<string>();
+  for (let i = 0; i < argv.length; i++) {
+    const m = /^--([a-z-]+)(?:=(.*))?$/.exec(argv[i]!);
+    if (!m) throw new Error(`unexpected argument ${argv[i]}`);
+    const name = m[1]!;
+    if (['register-node', 'no-heartbeat'].includes(name)) {
+      bools.add(name);
+      continue;
+    }
+    const val = m[2] ?? argv[++i];
+    if (val === undefined) throw new Error(`flag --${name} needs a value`);
+    v[name] = val;
+  }
+  const known = ['node', 'kubeconfig', 'cri-socket', 'state-dir', 'node-ip', 'pod-cidr', 'cluster-dns', 'cluster-domain'];
+  for (const k of Object.keys(v)) if (!known.includes(k)) throw new Error(`unknown flag --${k}`);
+  for (const k of ['node', 'kubeconfig', 'cri-socket', 'state-dir']) if (!v[k]) throw new Error(`--${k} is required`);
+  return {
+    node: v['node']!,
+    kubeconfig: v['kubeconfig']!,
+    criSocket: v['cri-socket']!,
+    stateDir: resolve(v['state-dir']!),
+    nodeIP: v['node-ip'],
+    registerNode: bools.has('register-node'),
+    podCIDR: v['pod-cidr'],
+    clusterDNS: (v['cluster-dns'] ?? '10.96.0.10').split(',').filter(Boolean),
+    clusterDomain: v['cluster-domain'] ?? 'cluster.local',
+    heartbeat: !bools.has('no-heartbeat'),
+  };
+}
+
+function log(msg: string, extra: Record<string, unknown> = {}): void {
+  process.stderr.write(JSON.stringify({ time: new Date().toISOString(), msg, ...extra }) + '\n');
+}
+
+/** The source address of the default route, else the first global IPv4 not on a bridge. */
+function detectNodeIP(): string {
+  try {
+    const r = execFileSync('ip', ['-4', '-o', 'route', 'get', '192.0.2.1'], { encoding: 'utf8' });
+    const m = / src (\S+)/.exec(r);
+    if (m) return m[1]!;
+  } catch {
+    /* no default route */
+  }
+  const out = execFileSync('ip', ['-4', '-o', '-d', 'addr', 'show', 'scope', 'global'], { encoding: 'utf8' });
+  const bridges = new Set(
+    execFileSync('ip', ['-o', 'link', 'show', 'type', 'bridge'], { encoding: 'utf8' })
+      .split('\n')
+      .map((l) => /^\d+: ([^:@]+)/.exec(l)?.[1])
+      .filter(Boolean),
+  );
+  for (const l of out.split('\n')) {
+    const m = /^\d+: (\S+)\s+inet (\d+\.\d+\.\d+\.\d+)\//.exec(l);
+    if (m && !bridges.has(m[1]!)) return m[2]!;
+  }
+  throw new Error('cannot determine the node IP; pass --node-ip');
+}
+
+async function main(): Promise<void> {
+  const f = parseAgentFlags(process.argv.slice(2));
+  mkdirSync(f.stateDir, { recursive: true });
+  const readyFile = join(f.stateDir, 'agent.ready');
+  rmSync(readyFile, { force: true });
+  const kc = new KubeConfig();
+  kc.loadFromFile(f.kubeconfig);
+  const api = new Api(kc);
+  const core = kc.makeApiClient(CoreV1Api);
+  const cri = new CriClient(f.criSocket);
+  const version = await cri.waitReady(30_000);
+  log('cri ready', { runtime: `${version.runtimeName} ${version.runtimeVersion}` });
+
+  let hostIP = f.nodeIP;
+  if (!hostIP) {
+    try {
+      const n = await core.readNode({ name: f.node });
+      hostIP = n.status?.addresses?.find((a) => a.type === 'InternalIP')?.address;
+    } catch {
+      /* not registered yet */
+    }
+  }
+  hostIP ??= detectNodeIP();
+  log('agent starting', { node: f.node, hostIP });
+
+  if (f.registerNode) {
+    try {
+      await api.call('GET', `/api/v1/nodes/${f.node}`);
+    } catch (e) {
+      if (!(e instanceof ApiError && e.notFound)) throw e;
+      await api.call('POST', '/api/v1/nodes', {
+        apiVersion: 'v1',
+        kind: 'Node',
+        metadata: { name: f.node, labels: { 'kubernetes.io/hostname': f.node, 'kubernetes.io/os': 'linux', 'kubernetes.io/arch': 'amd64' } },
+        spec: f.podCIDR ? { podCIDR: f.podCIDR, podCIDRs: [f.podCIDR] } : {},
+      });
+      await api.call(
+        'PATCH',
+        `/api/v1/nodes/${f.node}/status`,
+        { status: { addresses: [{ type: 'InternalIP', address: hostIP }, { type: 'Hostname', address: f.node }] } },
+        'application/merge-patch+json',
+      );
+    }
+  }
+  const heartbeat = f.heartbeat ? startHeartbeat({ api, nodeName: f.node, log }) : undefined;
+
+  const killed = await killOrphans(f.stateDir);
+  if (killed.length) log('killed orphaned workloads', { pids: killed });
+  const existing = new Map<string, string>();
+  for (const sb of await cri.listPodSandbox({ labels: { 'flatnet.io/agent': 'true' } })) {
+    if (sb.state === 'SANDBOX_READY') existing.set(sb.metadata.uid, sb.id);
+    else {
+      await cri.stopPodSandbox(sb.id).catch(() => {});
+      await cri.removePodSandbox(sb.id).catch(() => {});
+    }
+  }
+
+  const ctx: AgentContext = {
+    clusterDNS: f.clusterDNS,
+    clusterDomain: f.clusterDomain,
+    netexecMain: fileURLToPath(new URL('../netexec/main.ts', import.meta.url)),
+    nodeBin: process.execPath,
+    logRoot: join(f.stateDir, 'logs'),
+  };
+  const workers = new Map<string, PodWorker>();
+  // UIDs this agent finished (sandbox removed, object deleted): late events for them must not start a new worker
+  const gone = new Set<string>();
+  const mine = (p: V1Pod): boolean => p.spec?.nodeName === f.node && !!p.metadata?.uid;
+  const onPod = (p: V1Pod): void => {
+    if (!mine(p)) return;
+    const uid = p.metadata!.uid!;
+    if (gone.has(uid)) return;
+    const w = workers.get(uid);
+    if (w) return w.update(p);
+    if (p.status?.phase === 'Succeeded' || p.status?.phase === 'Failed') {
+      if (!p.metadata?.deletionTimestamp) return;
+    }
+    const worker = new PodWorker(p, {
+      cri,
+      api,
+      ctx,
+      stateDir: f.stateDir,
+      nodeName: f.node,
+      hostIP: hostIP!,
+      log,
+      adoptSandboxId: existing.get(uid),
+      onGone: (id) => {
+        workers.delete(id);
+        gone.add(id);
+        if (gone.size > 10_000) gone.delete(gone.values().next().value!);
+      },
+    });
+    existing.delete(uid);
+    workers.set(uid, worker);
+    worker.kick();
+  };
+  const informer = new ListWatch<V1Pod>(
+    '/api/v1/pods',
+    new Watch(kc),
+    () => core.listPodForAllNamespaces({ fieldSelector: `spec.nodeName=${f.node}` }),
+    false,
+    undefined,
+    `spec.nodeName=${f.node}`,
+  );
+  informer.on('add', onPod);
+  informer.on('update', onPod);
+  informer.on('delete', (p) => workers.get(p.metadata?.uid ?? '')?.deleted(p));
+  informer.on('error', (err: unknown) => {
+    log('pod watch error; restarting', { err: String(err) });
+    setTimeout(() => void informer.start().catch(() => {}), 1000);
+  });
+  await informer.start();
+  // sandboxes left from an earlier agent whose pods are gone
+  for (const [uid, id] of existing) {
+    if (workers.has(uid)) continue;
+    log('removing sandbox of a vanished pod', { uid, id: id.slice(0, 12) });
+    await cri.stopPodSandbox(id).catch(() => {});
+    await cri.removePodSandbox(id).catch(() => {});
+  }
+  existing.clear();
+  writeFileSync(readyFile, String(process.pid));
+  log('agent ready', { pods: workers.size });
+
+  let stopping = false;
+  const stop = async (): Promise<void> => {
+    if (stopping) return;
+    stopping = true;
+    log('agent stopping');
+    heartbeat?.stop();
+    await informer.stop().catch(() => {});
+    await Promise.all([...workers.values()].map((w) => w.shutdown()));
+    cri.close();
+    rmSync(readyFile, { force: true });
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void stop());
+  process.on('SIGINT', () => void stop());
+}
+
+main().catch((e: unknown) => {
+  log('agent failed', { err: e instanceof Error ? (e.stack ?? e.message) : String(e) });
+  process.exit(1);
+});
