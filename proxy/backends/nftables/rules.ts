@@ -59,6 +59,8 @@ import type { IpFamily, ProxyConfigView, ServicePlan, SyncInput, Endpoint } from
 export const DEFAULT_TABLE = 'flatnet-proxy';
 export const BUCKETS = 1024;
 export const CHUNK = 1000;
+/** interval concatenations: nft 1.0.6 fails with EEXIST when one command carries ~965+ such elements */
+export const INTERVAL_CHUNK = 400;
 
 export interface NftRenderOptions {
   table: string;
@@ -100,6 +102,8 @@ const MAPS: ReadonlySet<SetName> = new Set<SetName>([
   'no-ep-svc',
   'no-ep-np',
 ]);
+
+const INTERVAL_SETS: ReadonlySet<SetName> = new Set<SetName>(['cluster-ep', 'ext-ep', 'ext-short-ep', 'np-ep', 'np-short-ep', 'fw-allow', 'nodeport-ips']);
 
 interface Fam {
   nf: 'ip' | 'ip6';
@@ -487,7 +491,8 @@ function elementCommands(verb: 'add' | 'delete', t: string, items: [SetName, str
     const l = bySet.get(set);
     if (!l) continue;
     l.sort();
-    for (let i = 0; i < l.length; i += CHUNK) out.push(`${verb} element ${t} ${set} { ${l.slice(i, i + CHUNK).join(', ')} }`);
+    const chunk = INTERVAL_SETS.has(set) ? INTERVAL_CHUNK : CHUNK;
+    for (let i = 0; i < l.length; i += chunk) out.push(`${verb} element ${t} ${set} { ${l.slice(i, i + chunk).join(', ')} }`);
   }
   return out;
 }
