@@ -100,7 +100,7 @@ export class IptablesBackend {
 
   async add(cfg: PortMapConfig, containerId: string, ips: ContainerIPs): Promise<void> {
     for (const c of [ips.v4, ips.v6]) {
-      if (!c || !mappingsFor(cfg, c.family).length) continue;
+      if (!c || !cfg.mappings.length) continue; // every family with an address gets a chain, as in the reference
       if (cfg.snat && c.family === 4) await enableRouteLocalnet(this.env, c.ip);
       const ipt = await this.ipt(c.family);
       await retryOnce(this.env, `iptables v${c.family} ADD`, () => this.addFamily(ipt, cfg, containerId, c));
@@ -154,7 +154,7 @@ export class IptablesBackend {
   async check(cfg: PortMapConfig, containerId: string, ips: ContainerIPs): Promise<string[]> {
     const missing: string[] = [];
     for (const c of [ips.v4, ips.v6]) {
-      if (!c || !mappingsFor(cfg, c.family).length) continue;
+      if (!c || !cfg.mappings.length) continue;
       const ipt = await this.ipt(c.family);
       const plan = planIptables(cfg, containerId, c);
       const want: [string, string[]][] = [

@@ -84,9 +84,12 @@ export function planIptables(cfg: PortMapConfig, containerId: string, c: ParsedC
   const conditions = c.family === 4 ? cfg.conditionsV4 : cfg.conditionsV6;
   const setMark = cfg.externalSetMarkChain ?? SETMARK_CHAIN;
 
+  // Like the reference, the entry rules list every mapped port of the protocol in both families (a port whose hostIP
+  // is of the other family just finds no rule in the container chain); this keeps the state identical to the
+  // reference's, so either plugin can CHECK and DEL the other's rules.
   const entryRules: string[][] = [];
   for (const proto of PROTOS) {
-    const ports = [...new Set(maps.filter((m) => m.protocol === proto).map((m) => m.hostPort))];
+    const ports = [...new Set(cfg.mappings.filter((m) => m.protocol === proto).map((m) => m.hostPort))];
     for (let i = 0; i < ports.length; i += 15) {
       entryRules.push([
         '-p', proto,

@@ -168,7 +168,8 @@ describe('planIptables', () => {
     ]);
     const cm = 'dnat name: "net1" id: "cid"';
     expect(p.entryRules).toEqual([
-      ['-p', 'tcp', '-m', 'comment', '--comment', cm, '-m', 'multiport', '--destination-ports', '8080', '-j', chain],
+      // like the reference: every port of the protocol, whatever the hostIP family
+      ['-p', 'tcp', '-m', 'comment', '--comment', cm, '-m', 'multiport', '--destination-ports', '8080,8082', '-j', chain],
       ['-p', 'udp', '-m', 'comment', '--comment', cm, '-m', 'multiport', '--destination-ports', '8081', '-j', chain],
     ]);
     expect(p.setMarkRule).toEqual(['-m', 'comment', '--comment', 'CNI portfwd masquerade mark', '-j', 'MARK', '--set-xmark', '0x2000/0x2000']);
@@ -183,8 +184,9 @@ describe('planIptables', () => {
       ['-p', 'tcp', '--dport', '8082', '-d', 'fd77::10', '-s', 'fd00:77::/64', '-j', 'CNI-HOSTPORT-SETMARK'],
       ['-p', 'tcp', '--dport', '8082', '-d', 'fd77::10', '-j', 'DNAT', '--to-destination', '[fd00:77::5]:82'],
     ]);
-    expect(p.entryRules).toHaveLength(1);
+    expect(p.entryRules).toHaveLength(2);
     expect(p.entryRules[0]).toContain('8080,8082');
+    expect(p.entryRules[1]).toContain('8081');
     expect(p.entryRules[0]!.slice(-5)).toEqual(['!', '-s', 'fd00:1::/64', '-j', p.dnatChain]);
   });
 
