@@ -8,6 +8,10 @@ export const DEFAULT_CLUSTER_NAME = 'flatnet';
 export const K8S_VERSION = process.env.K8S_VERSION ?? 'v1.35.4';
 export const K8S_BIN_DIR = join(process.env.FLATNET_CACHE ?? '/var/cache/flatnet', `k8s-${K8S_VERSION}`, 'bin');
 
+/** Node 24 from node_modules (runs .ts directly); process.execPath may be an older node when run through npx. */
+export const REPO_ROOT = join(import.meta.dirname, '..', '..');
+export const NODE24 = existsSync(join(REPO_ROOT, 'node_modules', '.bin', 'node')) ? join(REPO_ROOT, 'node_modules', '.bin', 'node') : process.execPath;
+
 export const SERVICE_CIDR = '10.96.0.0/16';
 export const FIRST_SERVICE_IP = '10.96.0.1';
 export const CLUSTER_CIDR = '10.244.0.0/16';

@@ -4,10 +4,10 @@ import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { down, up } from '../cluster/cli.ts';
+import { down } from '../cluster/cli.ts';
 import { clusterDir, type ClusterState } from '../cluster/state.ts';
 import { runPrefix } from '../helpers/prefix.ts';
-import { clusterHandle, manifest, netexecPod } from './helpers/cluster.ts';
+import { clusterHandle, manifest, netexecPod, startCluster } from './helpers/cluster.ts';
 
 function procs(): { pid: number; cmd: string[]; netns: string; root: string }[] {
   const out: { pid: number; cmd: string[]; netns: string; root: string }[] = [];
@@ -37,7 +37,7 @@ describe('cluster teardown', () => {
   });
 
   it('removes every namespace, link, process, mount and file the cluster made', async () => {
-    s = await up({ name, nodes: 2, proxyMode: 'iptables' });
+    s = await startCluster({ name, nodes: 2, proxyMode: 'iptables' });
     const c = clusterHandle(s);
     const ns = await c.createNamespace('teardown');
     await c.apply(manifest(netexecPod({ name: 'p', namespace: ns, node: c.nodeNames[1]! })));

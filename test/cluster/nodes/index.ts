@@ -7,7 +7,7 @@ import type { ApiIdentity } from '../control-plane/api.ts';
 import { kubeconfigPath, pkiDir } from '../control-plane/index.ts';
 import { Kubectl } from '../control-plane/kubectl.ts';
 import { isAlive, procStartTime, startDetached, stopProcess, tailFile, waitFor } from '../control-plane/proc.ts';
-import { CLUSTER_CIDR, externalNetnsName, nodeNames, record, type ClusterState, type NodeRecord, type ProcRecord } from '../state.ts';
+import { CLUSTER_CIDR, NODE24, externalNetnsName, nodeNames, record, type ClusterState, type NodeRecord, type ProcRecord } from '../state.ts';
 import { writeCniConf } from './cni-conf.ts';
 import { registerNode, waitPodCIDR } from './node-objects.ts';
 import { applyPodRoutes } from './routes.ts';
@@ -141,7 +141,7 @@ export function daemonAvailable(): boolean {
 
 export function daemonArgv(s: ClusterState, n: NodeRecord): string[] {
   return [
-    process.execPath,
+    NODE24,
     DAEMON_MAIN,
     `--kubeconfig=${s.daemonKubeconfig}`,
     `--hostname-override=${n.name}`,

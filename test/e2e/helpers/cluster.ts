@@ -4,9 +4,9 @@
 import { closeSync, mkdirSync, openSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { inject } from 'vitest';
-import { clusterAlive, down, up } from '../../cluster/cli.ts';
+import { clusterAlive, down } from '../../cluster/cli.ts';
 import { loadState, STATE_ROOT } from '../../cluster/state.ts';
-import { clusterHandle, type Cluster, type UseClusterOptions } from './handle.ts';
+import { clusterHandle, startCluster, type Cluster, type UseClusterOptions } from './handle.ts';
 
 export * from './handle.ts';
 
@@ -56,7 +56,7 @@ export async function useCluster(o: UseClusterOptions = {}): Promise<Cluster> {
       return cur;
     }
     if (cur) await down(name);
-    return up({ name, nodes: wantNodes, proxyMode: wantMode, podNetwork: o.podNetwork });
+    return startCluster({ name, nodes: wantNodes, proxyMode: wantMode, podNetwork: o.podNetwork });
   });
   return clusterHandle(s);
 }

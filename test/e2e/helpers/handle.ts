@@ -1,12 +1,14 @@
 // A handle on a running local cluster for tests and the demo: kubectl, exec in any netns, pod helpers.
 // No vitest import here (the demo uses it outside the test runner); useCluster lives in cluster.ts.
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
 import { ExecRunner } from '../../../lib/exec/exec.ts';
 import type { RunResult } from '../../../lib/exec/runner.ts';
 import { resolveTarget, restartDaemon as restartNodeDaemon } from '../../cluster/cli.ts';
 import { adminKubectl } from '../../cluster/control-plane/index.ts';
 import { waitFor } from '../../cluster/control-plane/proc.ts';
 import { daemonLog } from '../../cluster/nodes/index.ts';
-import { loadState, type ClusterState, type PodNetwork, type ProxyMode } from '../../cluster/state.ts';
+import { loadState, NODE24, REPO_ROOT, type ClusterState, type PodNetwork, type ProxyMode } from '../../cluster/state.ts';
 
 export interface UseClusterOptions {
   /** at least this many nodes (the shared cluster has at least 3) */
@@ -75,6 +77,23 @@ function splitRef(ref: string): [string, string] {
 }
 
 const isReady = (p: PodInfo) => p.status.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ?? false;
+
+/**
+ * Runs `cluster:up` as a child process on Node 24: the agent and the daemon are started with the CLI's node binary,
+ * and a vitest worker may run on another node (npx picks /usr/bin/node). Progress goes to stderr.
+ */
+export async function startCluster(o: UseClusterOptions & { name: string }): Promise<ClusterState> {
+  const argv = [NODE24, join(REPO_ROOT, 'test', 'cluster', 'cli.ts'), 'up', '--name', o.name, '--nodes', String(o.nodes ?? 3), '--proxy-mode', o.proxyMode ?? 'iptables'];
+  if (o.podNetwork) argv.push('--pod-network', o.podNetwork);
+  const code = await new Promise<number>((resolve, reject) => {
+    const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', 'inherit'], cwd: REPO_ROOT });
+    child.on('error', reject);
+    child.on('close', (c) => resolve(c ?? 1));
+  });
+  const s = loadState(o.name);
+  if (code !== 0 || !s || s.phase !== 'up') throw new Error(`cluster:up --name ${o.name} failed (exit ${code}); see the output above`);
+  return s;
+}
 
 export function clusterHandle(s: ClusterState): Cluster {
   const k = adminKubectl(s, runner);
