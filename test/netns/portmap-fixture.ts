@@ -144,6 +144,12 @@ export class Scenario {
    * One request from a netns; returns {label, peer} as the server saw it, or undefined if nothing answered.
    */
   request(from: TestNetns, proto: Proto, host: string, port: number, timeoutS = 2): { label: string; peer: string } | undefined {
+    // UDP is lossy and the machine is shared and busy: a datagram gets a second chance
+    const r = this.requestOnce(from, proto, host, port, timeoutS);
+    return r || proto === 'tcp' ? r : this.requestOnce(from, proto, host, port, timeoutS);
+  }
+
+  private requestOnce(from: TestNetns, proto: Proto, host: string, port: number, timeoutS: number): { label: string; peer: string } | undefined {
     const v6 = host.includes(':');
     const target = `${proto.toUpperCase()}${v6 ? '6' : '4'}:${v6 ? `[${host}]` : host}:${port}`;
     let out = '';
