@@ -69,7 +69,8 @@ export function nsRunner(path: string): Runner {
 
 const UNDERLAY_NET = '10.99.0';
 
-export async function createTestbed(opts: { nodes?: number; underlayMtu?: number } = {}): Promise<Testbed> {
+/** nodes: node count (3); underlayMtu: veth MTU; bridges: false leaves cni0 to the CNI plugin (addPod needs it true) */
+export async function createTestbed(opts: { nodes?: number; underlayMtu?: number; bridges?: boolean } = {}): Promise<Testbed> {
   const count = opts.nodes ?? 3;
   const prefix = runPrefix();
   const dir = `/tmp/${prefix}-overlay`;
@@ -172,9 +173,11 @@ export async function createTestbed(opts: { nodes?: number; underlayMtu?: number
       nodes.push(n);
       attach(ns, `n${i + 1}`, ip);
       ns.exec(['sysctl', '-qw', 'net.ipv4.ip_forward=1']);
-      sh(['ip', '-n', ns.name, 'link', 'add', 'cni0', 'type', 'bridge']);
-      sh(['ip', '-n', ns.name, 'addr', 'add', `10.244.${i + 1}.1/24`, 'dev', 'cni0']);
-      sh(['ip', '-n', ns.name, 'link', 'set', 'cni0', 'up']);
+      if (opts.bridges !== false) {
+        sh(['ip', '-n', ns.name, 'link', 'add', 'cni0', 'type', 'bridge']);
+        sh(['ip', '-n', ns.name, 'addr', 'add', `10.244.${i + 1}.1/24`, 'dev', 'cni0']);
+        sh(['ip', '-n', ns.name, 'link', 'set', 'cni0', 'up']);
+      }
     }
     external = createNetns(`${prefix}x`);
     bed.external = external;
