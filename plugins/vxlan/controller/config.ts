@@ -94,14 +94,21 @@ const KNOWN = new Set([
   'preferIPv6Underlay',
   'cleanupOnStop',
   'backend',
+  'type',
 ]);
 
-export function parseOverlayConfig(raw: Record<string, unknown>): OverlayConfig {
+/**
+ * Parses the overlay section. `nodeName` fills a `{node}` placeholder in subnetFile (one host running several
+ * simulated nodes needs one file per node).
+ */
+export function parseOverlayConfig(raw: Record<string, unknown>, nodeName = ''): OverlayConfig {
   for (const k of Object.keys(raw)) {
     if (!KNOWN.has(k)) throw new Error(`overlay config: unknown key ${JSON.stringify(k)}`);
   }
-  if (raw.backend !== undefined && raw.backend !== 'vxlan') {
-    throw new Error(`overlay config: backend ${JSON.stringify(raw.backend)} is not supported (only vxlan)`);
+  for (const k of ['backend', 'type']) {
+    if (raw[k] !== undefined && raw[k] !== 'vxlan') {
+      throw new Error(`overlay config: ${k} ${JSON.stringify(raw[k])} is not supported (only vxlan)`);
+    }
   }
   const vni = num(raw.vni, 'vni', 1, 1, 16777215);
   const deviceName = str(raw.deviceName, 'deviceName', `flatnet.${vni}`);
@@ -120,7 +127,7 @@ export function parseOverlayConfig(raw: Record<string, unknown>): OverlayConfig 
     directRouting: bool(raw.directRouting, 'directRouting', false),
     txChecksumOffload: bool(raw.txChecksumOffload, 'txChecksumOffload', true),
     ...(mtu !== undefined ? { mtu } : {}),
-    subnetFile: str(raw.subnetFile, 'subnetFile', DEFAULT_SUBNET_FILE),
+    subnetFile: str(raw.subnetFile, 'subnetFile', DEFAULT_SUBNET_FILE).replaceAll('{node}', nodeName),
     clusterCIDRs: [...cidrs(raw.clusterCIDRs, 'clusterCIDRs'), ...cidrs(raw.clusterCIDR, 'clusterCIDR')],
     masquerade: bool(raw.masquerade, 'masquerade', true),
     nonMasqueradeCIDRs: cidrs(raw.nonMasqueradeCIDRs, 'nonMasqueradeCIDRs'),

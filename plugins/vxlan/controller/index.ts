@@ -26,7 +26,10 @@ export interface StartOverlayOptions {
  * writes the subnet file. Throws on an invalid config. stop() leaves kernel state in place unless cleanupOnStop.
  */
 export async function startOverlay(opts: StartOverlayOptions): Promise<{ stop(): Promise<void> }> {
-  const config = parseOverlayConfig(opts.config);
+  const raw = { ...opts.config };
+  // FLATNET_OVERLAY_SUBNET_FILE (may hold {node}) stands in for subnetFile when the config does not set it
+  if (raw.subnetFile === undefined && process.env.FLATNET_OVERLAY_SUBNET_FILE) raw.subnetFile = process.env.FLATNET_OVERLAY_SUBNET_FILE;
+  const config = parseOverlayConfig(raw, opts.nodeName);
   let source = opts.source;
   if (!source) {
     const { KubeNodeSource } = await import('./kube.ts');

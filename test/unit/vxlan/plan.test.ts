@@ -68,7 +68,13 @@ describe('config', () => {
   it('derives the device from the VNI and accepts the IANA port', () => {
     expect(parseOverlayConfig({ vni: 42, port: 4789 })).toMatchObject({ deviceName: 'flatnet.42', port: 4789 });
   });
+  it('fills {node} in subnetFile and accepts type: vxlan (the daemon passes its overlay section through)', () => {
+    expect(parseOverlayConfig({ type: 'vxlan', subnetFile: '/run/x/{node}/subnet.env' }, 'kind-worker').subnetFile).toBe(
+      '/run/x/kind-worker/subnet.env',
+    );
+  });
   it.each([
+    [{ type: 'host-gw' }, /type/],
     [{ vni: 0 }, /vni/],
     [{ port: 70000 }, /port/],
     [{ directRouting: 'yes' }, /directRouting/],
