@@ -9,7 +9,7 @@
 //      postject (sentinel fuse), and the result is renamed into place (never rewritten in place: libcni
 //      could be executing it, "text file busy").
 //
-// Options: --no-strip, --no-code-cache (for measurements), --quiet.
+// Options: --no-strip, --no-code-cache (for measurements), --out DIR (variant elsewhere), --quiet.
 import { execFileSync } from 'node:child_process';
 import { chmodSync, copyFileSync, existsSync, lstatSync, mkdirSync, readFileSync, realpathSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
@@ -26,8 +26,11 @@ const log = (...m) => {
 export const PLUGINS = ['bridge', 'host-local', 'loopback', 'portmap', 'vxlan'];
 const SENTINEL = 'NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2';
 
-const buildDir = join(root, 'dist', 'build');
-const binDir = join(root, 'dist', 'bin');
+const argv = process.argv.slice(2);
+const outIdx = argv.indexOf('--out');
+// --out DIR: build a variant elsewhere (benchmarks); default dist/bin
+const binDir = outIdx >= 0 ? resolve(argv[outIdx + 1]) : join(root, 'dist', 'bin');
+const buildDir = outIdx >= 0 ? join(binDir, '.build') : join(root, 'dist', 'build');
 mkdirSync(buildDir, { recursive: true });
 mkdirSync(binDir, { recursive: true });
 
