@@ -5,7 +5,7 @@
 //      dynamic import()s of bundled modules stay lazily initialised, so a plugin only evaluates its own code.
 //   2. node --experimental-sea-config deploy/sea-config.json makes the preparation blob (code cache on,
 //      execArgvExtension "none" so NODE_OPTIONS from the runtime's environment cannot reach the plugins).
-//   3. A copy of node_modules/.bin/node's real binary is stripped of debug info, the blob is injected with
+//   3. A copy of node_modules/.bin/node's real binary is stripped (--strip-all: symbols and debug info; .dynsym stays for addons), the blob is injected with
 //      postject (sentinel fuse), and the result is renamed into place (never rewritten in place: libcni
 //      could be executing it, "text file busy").
 //
@@ -73,8 +73,8 @@ copyFileSync(node, tmp);
 chmodSync(tmp, 0o755);
 if (!args.has('--no-strip')) {
   try {
-    execFileSync('strip', ['--strip-debug', tmp], { stdio: 'ignore' });
-    log(`stripped debug info: ${(statSync(tmp).size / 1048576).toFixed(1)} MiB`);
+    execFileSync('strip', ['--strip-all', tmp], { stdio: 'ignore' });
+    log(`stripped: ${(statSync(tmp).size / 1048576).toFixed(1)} MiB`);
   } catch {
     log('strip not available; keeping debug info');
   }
