@@ -305,8 +305,9 @@ export function snapshot(netns: string, rename: (name: string) => string, sysctl
 function normHashes(s: string, rename: (n: string) => string): string {
   return s
     .replace(/CNI-[0-9a-f]{16,}/g, 'CNI-<hash>')
-    .replace(/--comment "?[^"]*"?( |$)/g, '--comment <c>$1')
-    .replace(/comment "[0-9a-f]{16}-[0-9a-f]{16}[^"]*"/g, 'comment <c>')
+    .replace(/--comment ("(?:[^"\\]|\\.)*"|\S+)/g, '--comment <c>')
+    .replace(/comment "(?:[^"\\]|\\.)*"/g, 'comment <c>')
+    .replace(/counter packets \d+ bytes \d+/g, 'counter')
     .replace(/# handle \d+/g, '')
     .replace(/veth[0-9a-f]{8}/g, (m) => rename(m));
 }
@@ -361,4 +362,123 @@ export function storeFiles(dir: string): string[] {
   } catch {
     return [];
   }
+}
+
+// ------------------------------------------------------------------ cnitool (the real libcni) as the invoker
+
+export const CNITOOL_VERSION = 'v1.3.0';
+export const CNITOOL = `/var/cache/flatnet/cnitool-${CNITOOL_VERSION}/cnitool`;
+
+/** Build cnitool if needed (test/helpers/build-cnitool.sh); returns its path or undefined when it cannot be built. */
+export function ensureCnitool(): string | undefined {
+  try {
+    execFileSync('test', ['-x', CNITOOL]);
+    return CNITOOL;
+  } catch {
+    try {
+      return execFileSync('bash', [join(REPO, 'test/helpers/build-cnitool.sh')], { encoding: 'utf8', env: { ...process.env, CNITOOL_VERSION } }).trim();
+    } catch {
+      return undefined;
+    }
+  }
+}
+
+/** One side driven through cnitool: conflists live in `netconfDir`; plugins run in `hostNetns`. */
+export class CniTool {
+  readonly cnitool: string;
+  readonly path: string[];
+  readonly hostNetns: string;
+  readonly netconfDir: string;
+  constructor(cnitool: string, path: string[], hostNetns: string, netconfDir: string) {
+    this.cnitool = cnitool;
+    this.path = path;
+    this.hostNetns = hostNetns;
+    this.netconfDir = netconfDir;
+  }
+
+  writeConflist(list: Conflist): void {
+    execFileSync('sh', ['-c', `cat > ${JSON.stringify(join(this.netconfDir, `${list.name}.conflist`))}`], { input: JSON.stringify(list, null, 2) });
+  }
+
+  run(verb: 'add' | 'check' | 'del' | 'gc' | 'status', network: string, netns: string, opts: { ifname?: string; capArgs?: Json; cniArgs?: string } = {}): Promise<ExecOutcome> {
+    const env: Record<string, string> = {
+      PATH: process.env['PATH'] ?? '/usr/sbin:/usr/bin:/sbin:/bin',
+      NETCONFPATH: this.netconfDir,
+      CNI_PATH: this.path.join(':'),
+      CNI_IFNAME: opts.ifname ?? 'eth0',
+      ...(opts.capArgs ? { CAP_ARGS: JSON.stringify(opts.capArgs) } : {}),
+      ...(opts.cniArgs ? { CNI_ARGS: opts.cniArgs } : {}),
+    };
+    const t0 = performance.now();
+    return new Promise((res, rej) => {
+      const child = spawn('nsenter', [`--net=${this.hostNetns}`, '--', this.cnitool, verb, network, netns], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+      const out: Buffer[] = [];
+      const err: Buffer[] = [];
+      child.stdout.on('data', (b: Buffer) => out.push(b));
+      child.stderr.on('data', (b: Buffer) => err.push(b));
+      child.on('error', rej);
+      child.on('close', (code) => {
+        const stdout = Buffer.concat(out).toString();
+        let json: Json | undefined;
+        try {
+          json = stdout.trim() ? (JSON.parse(stdout) as Json) : undefined;
+        } catch {
+          json = undefined;
+        }
+        res({ code: code ?? -1, stdout, stderr: Buffer.concat(err).toString(), json, ms: performance.now() - t0, pid: child.pid ?? -1 });
+      });
+    });
+  }
+}
+
+/** Remove libcni's cached results for networks whose name contains `prefix`. */
+export function removeLibcniCache(prefix: string): void {
+  execFileSync('sh', ['-c', `rm -f /var/lib/cni/results/*${prefix}* 2>/dev/null; true`]);
+}
+
+export const HOST_SYSCTLS = (br: string): string[] => ['net/ipv4/ip_forward', 'net/ipv6/conf/all/forwarding', `net/ipv6/conf/${br}/accept_ra`];
+export const CONT_SYSCTLS = (ifname: string): string[] => [
+  `net/ipv4/conf/${ifname}/arp_notify`,
+  `net/ipv6/conf/${ifname}/accept_dad`,
+  `net/ipv6/conf/${ifname}/disable_ipv6`,
+  'net/ipv6/conf/lo/disable_ipv6',
+];
+
+export interface SideRun {
+  add: ExecOutcome;
+  check?: ExecOutcome;
+  del?: ExecOutcome;
+  result?: Json;
+  afterAdd: { host: Snapshot; cont: Snapshot };
+  afterDel?: { host: Snapshot; cont: Snapshot };
+}
+
+/** ADD, snapshot, CHECK (when the version allows), DEL, snapshot: one side of a side-by-side case. */
+export async function runSide(
+  tool: CniTool,
+  list: Conflist,
+  container: TestNetns,
+  rename: (n: string) => string,
+  opts: { ifname?: string; capArgs?: Json; bridge: string },
+): Promise<SideRun> {
+  tool.writeConflist(list);
+  const ifname = opts.ifname ?? 'eth0';
+  const snap = (): { host: Snapshot; cont: Snapshot } => ({
+    host: snapshot(tool.hostNetns, rename, HOST_SYSCTLS(opts.bridge)),
+    cont: snapshot(container.path, rename, CONT_SYSCTLS(ifname)),
+  });
+  const add = await tool.run('add', list.name, container.path, opts);
+  const run: SideRun = { add, result: add.json, afterAdd: snap() };
+  if (add.code !== 0) return run;
+  if (!['0.3.0', '0.3.1'].includes(list.cniVersion)) run.check = await tool.run('check', list.name, container.path, opts);
+  run.del = await tool.run('del', list.name, container.path, opts);
+  run.afterDel = snap();
+  return run;
+}
+
+/** Result normalisation for side-by-side: drop empty dns (Go prints "dns":{}), MACs, veth names, sandboxes. */
+export function sbsResult(r: Json | undefined, rename: (n: string) => string, sandbox: string): Json | undefined {
+  const n = normalizeResult(r, rename, { [sandbox]: '<sandbox>' });
+  if (n && n['dns'] && Object.keys(n['dns'] as Json).length === 0) delete n['dns'];
+  return n;
 }
