@@ -9,7 +9,8 @@
 //      postject (sentinel fuse), and the result is renamed into place (never rewritten in place: libcni
 //      could be executing it, "text file busy").
 //
-// Options: --no-strip, --no-code-cache (for measurements), --out DIR (variant elsewhere), --quiet.
+// Options: --no-strip, --no-code-cache, --no-minify, --keep-names (for measurements), --out DIR (a variant
+// elsewhere), --quiet.
 import { execFileSync } from 'node:child_process';
 import { chmodSync, copyFileSync, existsSync, lstatSync, mkdirSync, readFileSync, realpathSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
@@ -44,8 +45,8 @@ await esbuild.build({
   platform: 'node',
   format: 'cjs',
   target: 'node24',
-  minify: true,
-  keepNames: true,
+  minify: !args.has('--no-minify'),
+  keepNames: args.has('--keep-names'),
   legalComments: 'none',
   logLevel: quiet ? 'error' : 'warning',
   // pino's optional pretty printer and worker transports are never used (sync destination only)
