@@ -162,6 +162,22 @@ describe('host-local options (built binary)', () => {
     expect(ipFiles(join(dd, 'hlnet'))).toEqual(['10.21.0.100', '10.21.0.101']);
   });
 
+  it('dual-stack: when the v6 range is exhausted the v4 address just taken is released', () => {
+    const dd = newDataDir();
+    const conf = netConf(dd, { ranges: [[{ subnet: '10.24.0.0/24' }], [{ subnet: 'fd24::/64', rangeStart: 'fd24::10', rangeEnd: 'fd24::11' }]] });
+    expect(addresses(run(OURS, 'ADD', 'a', conf))).toEqual(['10.24.0.2/24', 'fd24::10/64']);
+    expect(addresses(run(OURS, 'ADD', 'b', conf))).toEqual(['10.24.0.3/24', 'fd24::11/64']);
+    const files = ipFiles(join(dd, 'hlnet'));
+    const c = run(OURS, 'ADD', 'c', conf);
+    expect(c.code).toBe(1);
+    expect(c.json?.code).toBe(100);
+    expect(String(c.json?.msg)).toContain('fd24::10-fd24::11');
+    expect(ipFiles(join(dd, 'hlnet'))).toEqual(files);
+    // after a DEL the freed pair is reusable
+    expect(run(OURS, 'DEL', 'a', conf).code).toBe(0);
+    expect(addresses(run(OURS, 'ADD', 'c', conf))).toEqual(['10.24.0.5/24', 'fd24::10/64']);
+  });
+
   it('requested IPs through CNI_ARGS IP=, args.cni.ips and runtimeConfig.ips', () => {
     const dd = newDataDir();
     const base = { ranges: [[{ subnet: '10.22.0.0/24' }], [{ subnet: 'fd22::/64' }]] };
