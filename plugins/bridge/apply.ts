@@ -21,7 +21,7 @@ import {
   NFT_CHAIN,
   NFT_TABLE,
 } from './ipmasq.ts';
-import { BridgeErrorCode, EXIT_IFNAME_EXISTS, planAdd, type AddPlan } from './plan.ts';
+import { BridgeErrorCode, bridgeCreateArgs, EXIT_IFNAME_EXISTS, planAdd, randomMac, type AddPlan } from './plan.ts';
 import { renderSpoofSetup, renderSpoofTeardown, spoofId } from './spoofcheck.ts';
 import { canonicalCidr, canonicalIp } from './ipmath.ts';
 
@@ -128,7 +128,23 @@ export async function bridgeAdd(ctx: InvocationContext, deps: BridgeDeps): Promi
       if (!ipam) throw new CniError(BridgeErrorCode.IpamNoIps, 'IPAM plugin returned no result');
     }
     await pause('after-ipam');
-    const hostLinks = await readHostLinks(runner);
+    let hostLinks = await readHostLinks(runner);
+    let bridgeCreated = false;
+    if (!hostLinks.some((l) => l.ifname === cfg.bridge)) {
+      // created on its own (not in the batch) so that concurrent first ADDs tolerate each other (EEXIST)
+      const r = await runner.run(['ip', ...bridgeCreateArgs(cfg, randomMac(deps.randomBytes()))], { allowFail: true });
+      if (r.code === 0) {
+        bridgeCreated = true;
+        undo.push(async () => {
+          // only when no other attachment joined it meanwhile
+          const ports = await runner.run(['ip', '-j', 'link', 'show', 'master', cfg.bridge], { allowFail: true });
+          if (ports.code === 0 && parseLinks(ports.stdout).length === 0) await runner.run(['ip', 'link', 'del', cfg.bridge], { allowFail: true });
+        });
+      } else if (!/File exists/.test(r.stderr)) {
+        throw kernelError(`failed to create bridge ${cfg.bridge}`, new CommandError(['ip', 'link', 'add'], r.code, r.stderr));
+      }
+      hostLinks = await readHostLinks(runner);
+    }
     const plan: AddPlan = planAdd({
       cfg,
       containerId: env.containerId,
@@ -153,18 +169,13 @@ export async function bridgeAdd(ctx: InvocationContext, deps: BridgeDeps): Promi
     await pause('after-container');
 
     // host side: bridge, port, gateway addresses
-    if (plan.bridgeCreated) {
-      undo.push(async () => {
-        await runner.run(['ip', 'link', 'del', cfg.bridge], { allowFail: true });
-      });
-    }
     if (plan.vlanGatewayCreated) {
       const v = plan.vlanGatewayCreated;
       undo.push(async () => {
         await runner.run(['ip', 'link', 'del', v], { allowFail: true });
       });
     }
-    if (!plan.bridgeCreated) {
+    if (!bridgeCreated) {
       undo.push(async () => {
         const b = [
           ...plan.addedAddrs.map((a) => `address del ${a.cidr} dev ${a.target}`),

@@ -76,6 +76,11 @@ export interface AddPlan {
   result: CniResult;
 }
 
+/** `ip` arguments creating the configured bridge (MAC pinned at creation). */
+export function bridgeCreateArgs(cfg: BridgeConfig, mac: string): string[] {
+  return bridgeAddArgs({ name: cfg.bridge, mac, mtu: cfg.mtu || undefined, vlanFiltering: cfg.vlanFiltering });
+}
+
 export function hostVethName(containerId: string, ifname: string, netns: string): string {
   return 'veth' + createHash('sha256').update(`${containerId}\0${ifname}\0${netns}`).digest('hex').slice(0, 8);
 }
@@ -230,7 +235,7 @@ export function planAdd(inp: AddInput): AddPlan {
   // ---- host program
   const hb = new IpBatch();
   if (!existing) {
-    hb.cmd(...bridgeAddArgs({ name: br, mac: bridgeMac, mtu: cfg.mtu || undefined, vlanFiltering: cfg.vlanFiltering }));
+    hb.cmd(...bridgeCreateArgs(cfg, bridgeMac));
   } else {
     // pin the bridge MAC so it does not follow the lowest port MAC as ports come and go
     hb.cmd('link', 'set', br, 'address', bridgeMac);
@@ -291,7 +296,8 @@ export function planAdd(inp: AddInput): AddPlan {
           addrs = addrs.filter((a) => `${canonicalIp(a.local)}/${a.prefixlen}` !== r);
         }
         if (p.add) {
-          hb.cmd('address', 'add', p.add, 'dev', target);
+          // replace: idempotent when a concurrent ADD of the same network adds the same gateway
+          hb.cmd('address', 'replace', p.add, 'dev', target);
           addedAddrs.push({ target, cidr: p.add });
           const [l, pl] = p.add.split('/');
           addrs.push({ family: f === 4 ? 'inet' : 'inet6', local: l!, prefixlen: Number(pl) });

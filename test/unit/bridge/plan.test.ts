@@ -79,7 +79,7 @@ describe('planAdd', () => {
       `link set ${p.hostVeth} master br0`,
       `link set ${p.hostVeth} type bridge_slave hairpin on isolated off`,
       `link set ${p.hostVeth} up`,
-      'address add 10.1.0.1/24 dev br0',
+      'address replace 10.1.0.1/24 dev br0',
       '',
     ]);
     expect(p.hostSysctls.map((s) => s.key)).toContain('net/ipv4/ip_forward');
@@ -107,13 +107,13 @@ describe('planAdd', () => {
     const links = brLinks('[{"family":"inet","local":"10.3.0.1","prefixlen":24}]');
     expect(() => planAdd({ ...base, cfg: parseBridgeConfig(conf({ isGateway: true })), ipam, hostLinks: links })).toThrow(/already has an IP address/);
     const p = planAdd({ ...base, cfg: parseBridgeConfig(conf({ isGateway: true, forceAddress: true })), ipam, hostLinks: links });
-    expect(p.hostBatch).toContain('address del 10.3.0.1/24 dev br0\naddress add 10.1.0.1/24 dev br0');
+    expect(p.hostBatch).toContain('address del 10.3.0.1/24 dev br0\naddress replace 10.1.0.1/24 dev br0');
   });
   it('vlan: filtering bridge, pvid untagged on the port, gateway on BR.VLAN', () => {
     const p = planAdd({ ...base, cfg: parseBridgeConfig(conf({ vlan: 100, isGateway: true })), ipam, hostLinks: [] });
     expect(p.hostBatch).toContain('type bridge vlan_filtering 1');
     expect(p.bridgeBatch).toContain(`vlan del dev ${p.hostVeth} vid 1\nvlan add dev ${p.hostVeth} vid 100 pvid untagged`);
-    expect(p.hostBatch).toContain('address add 10.1.0.1/24 dev br0.100');
+    expect(p.hostBatch).toContain('address replace 10.1.0.1/24 dev br0.100');
     expect(p.result.interfaces?.[3]?.name).toBe('br0.100');
   });
   it('dual stack enables IPv6 in the container and adds both addresses', () => {
@@ -125,7 +125,7 @@ describe('planAdd', () => {
     });
     expect(p.containerProgram).toContain('/proc/sys/net/ipv6/conf/eth0/disable_ipv6');
     expect(p.containerBatch).toContain('route add ::/0 via fd00::1 dev eth0');
-    expect(p.hostBatch).toContain('address add fd00::1/64 dev br0');
+    expect(p.hostBatch).toContain('address replace fd00::1/64 dev br0');
   });
   it('L2 only: no IPAM, the container link is still brought up', () => {
     const p = planAdd({ ...base, cfg: parseBridgeConfig(conf({ ipam: undefined })), ipam: undefined, hostLinks: [] });
