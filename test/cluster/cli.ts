@@ -103,6 +103,7 @@ export async function up(o: UpOptions = {}, runner: Runner = new ExecRunner()): 
   if (!['iptables', 'nftables', 'ipvs', 'none'].includes(proxyMode)) throw new Error(`--proxy-mode ${proxyMode}: expected iptables|nftables|ipvs|none`);
   const podNetwork = o.podNetwork ?? defaultPodNetwork();
   if (!['routes', 'overlay'].includes(podNetwork)) throw new Error(`--pod-network ${podNetwork}: expected routes|overlay`);
+  if (podNetwork === 'overlay' && proxyMode === 'none') throw new Error('--pod-network overlay needs the node daemon: use a --proxy-mode other than none');
 
   await ensureControlPlaneBins(log);
   ensurePlugins(log);
@@ -133,16 +134,18 @@ export async function up(o: UpOptions = {}, runner: Runner = new ExecRunner()): 
     });
     const ref = Object.entries(from).filter(([, p]) => !p.startsWith(DIST_BIN)).map(([k]) => k);
     if (ref.length) log(`CNI plugins from /usr/lib/cni (not built in dist/bin yet): ${ref.join(', ')}`);
-    if (!o.noRuntime) {
-      log('starting containerd and the node agent on every node');
-      await startRuntimes(s, (n) => n.kubeconfig);
-    }
+    // the daemon first (as its DaemonSet pod would be): in overlay mode it writes the subnet file the CNI plugin needs
     if (proxyMode !== 'none') {
       if (daemonAvailable()) {
+        log(`starting flatnet's node daemon (${proxyMode}) on every node`);
         for (const n of s.nodes) await startDaemon(s, n);
       } else {
         log(`proxy/main.ts does not exist yet: no node daemon started (services will not work)`);
       }
+    }
+    if (!o.noRuntime) {
+      log('starting containerd and the node agent on every node');
+      await startRuntimes(s, (n) => n.kubeconfig);
     }
     await waitNodesReady(kubectl, s.nodes.map((n) => n.name));
     record(s, (x) => {

@@ -44,7 +44,13 @@ async function main(): Promise<void> {
     spec: { selector: { app: 'web' }, ports: [{ name: 'http', port: 80, targetPort: 8080, protocol: 'TCP' }] },
   };
   process.stderr.write(`[demo] deploying ${placement.length} netexec pods and Service ${NS}/web\n`);
-  await c.apply(manifest(svc, ...placement.map((x) => netexecPod({ name: x.pod, namespace: NS, node: x.node, labels: { app: 'web' } }))));
+  // the first pod of each node first (one per node, in parallel), then the same-node extra: a node's first CNI ADD
+  // creates its cni0 bridge
+  const pod = (x: (typeof placement)[number]) => netexecPod({ name: x.pod, namespace: NS, node: x.node, labels: { app: 'web' } });
+  const first = placement.slice(0, c.nodeNames.length);
+  await c.apply(manifest(svc, ...first.map(pod)));
+  await Promise.all(first.map((x) => c.waitPodReady(`${NS}/${x.pod}`, 180_000)));
+  if (placement.length > first.length) await c.apply(manifest(...placement.slice(first.length).map(pod)));
   await c.waitPodsReady(NS, 'app=web', placement.length, 180_000);
   const pods = await Promise.all(placement.map(async (x) => ({ ...x, ip: await c.podIP(`${NS}/${x.pod}`) })));
   const clusterIP = await c.kubectl(['get', 'svc', 'web', '-n', NS, '-o', 'jsonpath={.spec.clusterIP}']);

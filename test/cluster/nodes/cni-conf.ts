@@ -12,6 +12,10 @@ export interface CniConfInput {
   ipamDataDir: string;
   mtu: number;
   podNetwork: PodNetwork;
+  /** overlay: the node's subnet file, written by the daemon's overlay controller (one per node: shared filesystem) */
+  subnetFile: string;
+  /** overlay: where the vxlan plugin keeps each attachment's delegate config */
+  overlayDataDir: string;
 }
 
 export const CONFLIST_NAME = '10-flatnet.conflist';
@@ -38,7 +42,7 @@ export function cniConflist(c: CniConfInput): Record<string, unknown> {
     return {
       cniVersion: '1.0.0',
       name: c.cluster,
-      plugins: [{ type: 'vxlan', delegate: { hairpinMode: true, isDefaultGateway: true } }, portmap],
+      plugins: [{ type: 'vxlan', subnetFile: c.subnetFile, dataDir: c.overlayDataDir, ipam: { dataDir: c.ipamDataDir } }, portmap],
     };
   }
   return { cniVersion: '1.0.0', name: c.cluster, plugins: [bridge, portmap] };

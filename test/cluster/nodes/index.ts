@@ -1,6 +1,6 @@
 // Node namespaces for one local cluster: the underlay, Node objects with podCIDRs, the CNI config, pod routes, and per
 // node the runtime (containerd + agent, from test/cluster/runtime) and flatnet's node daemon.
-import { existsSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Runner } from '../../../lib/exec/runner.ts';
 import type { ApiIdentity } from '../control-plane/api.ts';
@@ -87,6 +87,8 @@ export async function registerNodes(s: ClusterState, admin: Kubectl, runner: Run
       ipamDataDir: join(n.dir, 'ipam'),
       mtu: s.options.mtu,
       podNetwork: s.options.podNetwork,
+      subnetFile: subnetFile(n),
+      overlayDataDir: join(n.dir, 'overlay'),
     });
   }
   if (s.options.podNetwork === 'routes') await applyPodRoutes(runner, s.nodes);
@@ -139,15 +141,33 @@ export function daemonAvailable(): boolean {
   return existsSync(DAEMON_MAIN);
 }
 
-export function daemonArgv(s: ClusterState, n: NodeRecord): string[] {
+export function subnetFile(n: NodeRecord): string {
+  return join(n.dir, 'run', 'subnet.env');
+}
+
+/** The daemon's config file: only what flags cannot say (the overlay section; a per-node subnet file). */
+export function daemonConfig(n: NodeRecord): string {
   return [
-    NODE24,
-    DAEMON_MAIN,
+    'apiVersion: kubeproxy.config.k8s.io/v1alpha1',
+    'kind: KubeProxyConfiguration',
+    'overlay:',
+    `  subnetFile: ${JSON.stringify(subnetFile(n))}`,
+    '',
+  ].join('\n');
+}
+
+export function daemonArgv(s: ClusterState, n: NodeRecord): string[] {
+  const argv = [NODE24, DAEMON_MAIN];
+  if (s.options.podNetwork === 'overlay') argv.push(`--config=${join(n.dir, 'daemon.yaml')}`);
+  argv.push(
     `--kubeconfig=${s.daemonKubeconfig}`,
     `--hostname-override=${n.name}`,
     `--proxy-mode=${s.options.proxyMode}`,
     `--cluster-cidr=${CLUSTER_CIDR}`,
-  ];
+    // routes: the cluster installs plain pod routes and the overlay controller must stay off
+    `--overlay=${s.options.podNetwork === 'overlay' ? 'vxlan' : 'none'}`,
+  );
+  return argv;
 }
 
 export function daemonLog(n: NodeRecord): string {
@@ -156,6 +176,10 @@ export function daemonLog(n: NodeRecord): string {
 
 /** Starts flatnet's node daemon inside the node's netns, as its DaemonSet pod would run (hostNetwork). */
 export async function startDaemon(s: ClusterState, n: NodeRecord): Promise<ProcRecord> {
+  if (s.options.podNetwork === 'overlay') {
+    mkdirSync(join(n.dir, 'run'), { recursive: true });
+    writeFileSync(join(n.dir, 'daemon.yaml'), daemonConfig(n));
+  }
   const rec = startDetached(daemonArgv(s, n), { role: 'daemon', node: n.name, log: daemonLog(n), netns: n.netns, cwd: REPO });
   record(s, (x) => x.processes.push(rec));
   // give it a moment to fail fast on bad flags
