@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CriClient, type SandboxStatus } from '../cluster/cri/client.ts';
 import { startContainerd, type ContainerdInstance } from '../cluster/runtime/containerd.ts';
-import { choosePluginSource, parseCniArgs, prepareCniBinDir, readCniCalls } from '../cluster/runtime/cnibin.ts';
+import { choosePluginSource, parseCniArgs, prepareCniBinDir, readCniCalls, readCniStdins } from '../cluster/runtime/cnibin.ts';
 import { createNetns, removeLinksWithPrefix, removeNetnsWithPrefix, type TestNetns } from '../helpers/netns.ts';
 import { runPrefix } from '../helpers/prefix.ts';
 
@@ -28,6 +28,7 @@ let client: TestNetns;
 let ctd: ContainerdInstance | undefined;
 let cri: CriClient;
 let callLog: string;
+let stdinDir: string;
 let ipamDir: string;
 const procs: ChildProcess[] = [];
 
@@ -79,6 +80,7 @@ async function runPod(name: string, ports: { containerPort: number; hostPort: nu
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), `${P}-cri-`));
   callLog = join(dir, 'cni-calls.log');
+  stdinDir = join(dir, 'cni-stdin');
   ipamDir = join(dir, 'ipam');
   node = createNetns(`${P}node`);
   client = createNetns(`${P}cli`);
@@ -88,7 +90,7 @@ beforeAll(async () => {
   node.exec(['ip', 'link', 'set', `${P}u0`, 'up']);
   client.exec(['ip', 'addr', 'add', `${CLIENT_IP}/24`, 'dev', `${P}u1`]);
   client.exec(['ip', 'link', 'set', `${P}u1`, 'up']);
-  const binDir = prepareCniBinDir(join(dir, 'bin'), SOURCE, { logFile: callLog });
+  const binDir = prepareCniBinDir(join(dir, 'bin'), SOURCE, { logFile: callLog, stdinDir });
   const confDir = join(dir, 'conf');
   mkdirSync(confDir);
   writeFileSync(
@@ -184,6 +186,33 @@ describe(`CRI (containerd ${'1.6'}) invoking ${SOURCE} CNI plugins`, () => {
       K8S_POD_INFRA_CONTAINER_ID: a.id,
       K8S_POD_UID: 'uid-pod-a',
     });
+  });
+
+  it('containerd 1.6 hands portmap its portMappings with Go field names (HostPort, ContainerPort, Protocol, HostIP)', async () => {
+    // go-cni 1.1 marshals its PortMapping struct without JSON tags; plugins must match keys case-insensitively,
+    // as Go's encoding/json does in the reference plugins
+    let id = '';
+    try {
+      id = await cri.runPodSandbox({ metadata: { name: 'pod-pm', namespace: 'cri-test', uid: 'uid-pod-pm' }, portMappings: [{ containerPort: 53, hostPort: 15353, protocol: 'UDP', hostIp: NODE_IP }] });
+    } catch {
+      /* the plugin under test may reject it; the config it was handed is what this test checks */
+    }
+    const sent = readCniStdins(stdinDir, { plugin: 'portmap', command: 'ADD' }).filter((c) => JSON.stringify(c).includes('15353'));
+    expect(sent.length).toBeGreaterThanOrEqual(1);
+    expect(sent[0]).toMatchObject({
+      type: 'portmap',
+      capabilities: { portMappings: true },
+      runtimeConfig: { portMappings: [{ HostPort: 15353, ContainerPort: 53, Protocol: 'udp', HostIP: NODE_IP }] },
+    });
+    expect(sent[0]!['prevResult']).toBeTruthy();
+    if (id) {
+      await cri.stopPodSandbox(id);
+      await cri.removePodSandbox(id);
+    } else {
+      for (const sb of await cri.listPodSandbox()) {
+        if (sb.metadata.name === 'pod-pm') await cri.removePodSandbox(sb.id);
+      }
+    }
   });
 
   it('a hostPort is reachable from another netns through the node IP', async () => {

@@ -2,7 +2,7 @@
 // plugins (/usr/lib/cni), optionally behind a logging wrapper that records every invocation (verb, ifname, netns,
 // CNI_ARGS) so tests can prove what the runtime called and in which order.
 import { execFileSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync, rmSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, symlinkSync, writeFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -55,7 +55,7 @@ export interface CniCall {
 export function prepareCniBinDir(
   dir: string,
   source: PluginSource,
-  opts: { plugins?: readonly string[]; logFile?: string } = {},
+  opts: { plugins?: readonly string[]; logFile?: string; stdinDir?: string } = {},
 ): string {
   mkdirSync(dir, { recursive: true });
   const from = source === 'ours' ? OUR_BIN_DIR : REFERENCE_BIN_DIR;
@@ -64,12 +64,20 @@ export function prepareCniBinDir(
     if (!existsSync(target)) throw new Error(`CNI plugin ${target} missing`);
     const entry = join(dir, p);
     rmSync(entry, { force: true });
-    if (opts.logFile) {
+    if (opts.logFile || opts.stdinDir) {
       const q = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;
-      writeFileSync(
-        entry,
-        `#!/bin/sh\nprintf '%s\\t%s\\t%s\\t%s\\t%s\\t%s\\t%s\\n' "$CNI_COMMAND" ${q(p)} "$CNI_IFNAME" "$CNI_NETNS" "$CNI_CONTAINERID" "$CNI_ARGS" "$CNI_PATH" >> ${q(opts.logFile)}\nexec ${q(target)} "$@"\n`,
-      );
+      let script = '#!/bin/sh\n';
+      if (opts.logFile) {
+        script += `printf '%s\\t%s\\t%s\\t%s\\t%s\\t%s\\t%s\\n' "$CNI_COMMAND" ${q(p)} "$CNI_IFNAME" "$CNI_NETNS" "$CNI_CONTAINERID" "$CNI_ARGS" "$CNI_PATH" >> ${q(opts.logFile)}\n`;
+      }
+      if (opts.stdinDir) {
+        mkdirSync(opts.stdinDir, { recursive: true });
+        // keep the network config the runtime sent: <dir>/<ns-time>-<plugin>-<verb>-<containerid>.json
+        script += `tee ${q(opts.stdinDir)}/"$(date +%s%N)-${p}-$CNI_COMMAND-$CNI_CONTAINERID.json" | ${q(target)} "$@"\n`;
+      } else {
+        script += `exec ${q(target)} "$@"\n`;
+      }
+      writeFileSync(entry, script);
       chmodSync(entry, 0o755);
     } else {
       symlinkSync(target, entry);
@@ -87,6 +95,19 @@ export function readCniCalls(logFile: string): CniCall[] {
       const [command = '', plugin = '', ifname = '', netns = '', containerId = '', args = '', path = ''] = l.split('\t');
       return { command, plugin, ifname, netns, containerId, args, path };
     });
+}
+
+/** The configs the runtime sent (stdinDir of prepareCniBinDir), oldest first, optionally filtered. */
+export function readCniStdins(dir: string, filter: { plugin?: string; command?: string; containerId?: string } = {}): Record<string, unknown>[] {
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir)
+    .sort()
+    .filter((f) => {
+      const m = /^\d+-(.+)-([A-Z]+)-(.*)\.json$/.exec(f);
+      if (!m) return false;
+      return (!filter.plugin || m[1] === filter.plugin) && (!filter.command || m[2] === filter.command) && (!filter.containerId || m[3] === filter.containerId);
+    })
+    .map((f) => JSON.parse(readFileSync(join(dir, f), 'utf8')) as Record<string, unknown>);
 }
 
 /** Parse CNI_ARGS (K=V;K=V) into a map. */
