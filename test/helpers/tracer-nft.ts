@@ -642,11 +642,12 @@ function evalRule(t: NftTable, rule: Rule, ctx: Ctx, env: TraceEnv, natChain: bo
             const parts = k.split(' . ');
             const last = parts.pop()!;
             const r = rangeOf(last) ?? [Number(last), Number(last)];
-            if (r[1] >= s.numgen) fail(`bucket ${last} outside numgen mod ${s.numgen}`);
-            if (keyMatch(parts.join(' . '), base)) targets.push({ value: v, weight: ((r[1] - r[0] + 1) * cur.weight) / s.numgen });
+            if (!keyMatch(parts.join(' . '), base)) continue;
+            if (r[1] >= s.numgen) fail(`bucket ${last} of ${base.join(' . ')} outside numgen mod ${s.numgen}`);
+            targets.push({ value: v, weight: ((r[1] - r[0] + 1) * cur.weight) / s.numgen });
           }
           const total = targets.reduce((x, y) => x + y.weight, 0);
-          if (targets.length && total !== cur.weight) fail(`buckets of ${base.join(' . ')} in ${s.map} cover ${total} of ${cur.weight}`);
+          if (targets.length && Math.abs(total - cur.weight) > 1e-6) fail(`buckets of ${base.join(' . ')} in ${s.map} cover ${total} of ${cur.weight}`);
         }
         if (targets.length === 0) return [{ ctx: cur, verdict: 'continue' }];
         return targets.map(({ value, weight }) => {

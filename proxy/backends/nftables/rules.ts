@@ -7,16 +7,20 @@
 // and maps; the chains are a fixed skeleton (plus one tiny chain per distinct affinity timeout). One private table
 // per family: `ip <table>` / `ip6 <table>` (default table name `flatnet-proxy`).
 //
-// Endpoint selection: interval maps keyed `daddr . l4proto . dport . bucket` (bucket = `numgen random mod 1024`),
-// where each endpoint of a service owns a contiguous range of the 1024 buckets; the value is `endpoint . port`, and
-// a single `dnat to <key> map @m` rule per path does the selection. Paths (one map each):
-//   cluster-ep    ClusterIP -> clusterEndpoints (internalTrafficPolicy already applied by the planner)
-//   ext-ep        externalIPs / LB ingress (ipMode VIP) -> clusterWideEndpoints (eTP=Cluster) or localEndpoints (eTP=Local)
-//   ext-short-ep  same VIPs of eTP=Local services -> clusterWideEndpoints, for node- or pod-originated traffic
-//                 (kube-proxy's short-circuit); tried before ext-ep for sources that are local
-//   np-ep / np-short-ep   the same for NodePorts, keyed `l4proto . dport . bucket` and guarded by
-//                 `fib daddr type local ip daddr @nodeport-ips` (nodePortAddresses: node IPs or CIDRs)
-// A lookup miss breaks the rule, so a key with no endpoints simply falls through.
+// Endpoint selection: for each path below, a verdict map keyed by the service address (`daddr . l4proto . dport`,
+// or `l4proto . dport` for NodePorts) sends the packet to a class chain `<path>-<N>` (one per distinct endpoint
+// count N, shared by every service with N endpoints) whose single rule is
+// `dnat to <key> . numgen random mod N map @<path>-ep`; the `-ep` maps are plain hash maps keyed
+// `<key> . i` (i = 0..N-1) -> `endpoint . port`. Exact keys, no intervals: an interval map with ranges of 1024
+// buckets (tried first) expands every non-power-of-two range into several pipapo entries and the kernel time grew
+// ~quadratically (30k services x 3 endpoints: 74 s, 14.6 s of it in the kernel). Paths:
+//   cluster       ClusterIP -> clusterEndpoints (internalTrafficPolicy already applied by the planner)
+//   ext           externalIPs / LB ingress (ipMode VIP) -> clusterWideEndpoints (eTP=Cluster) or localEndpoints (eTP=Local)
+//   ext-short     same VIPs of eTP=Local services -> clusterWideEndpoints, for node- or pod-originated traffic
+//                 (kube-proxy's short-circuit); tried before ext for sources that are local
+//   np / np-short the same for NodePorts, guarded by `fib daddr type local ip daddr @nodeport-ips`
+//                 (nodePortAddresses: node IPs or CIDRs)
+// A vmap miss falls through; so a service with no endpoints has no entry and reaches the filter checks below.
 //
 // Masquerade: the usual mark bit (1 << masqueradeBit, default 0x4000) is set in the `services` nat chain BEFORE the
 // dnat rules (dnat is terminal), from key sets:
@@ -57,10 +61,13 @@
 import type { IpFamily, ProxyConfigView, ServicePlan, SyncInput, Endpoint } from '../../model/types.ts';
 
 export const DEFAULT_TABLE = 'flatnet-proxy';
-export const BUCKETS = 1024;
 export const CHUNK = 1000;
 /** interval concatenations: nft 1.0.6 fails with EEXIST when one command carries ~965+ such elements */
 export const INTERVAL_CHUNK = 400;
+
+/** The endpoint-selection paths; each has a `<path>-n` class vmap and a `<path>-ep` map. */
+export const PATHS = ['cluster', 'ext', 'ext-short', 'np', 'np-short'] as const;
+export type Path = (typeof PATHS)[number];
 
 export interface NftRenderOptions {
   table: string;
@@ -68,7 +75,9 @@ export interface NftRenderOptions {
 }
 
 /** The set/map definitions, in creation order. `affinity` is dynamic and survives full syncs. */
-export type SetName =
+export type SetName = FixedSetName | `${Path}-ep-${'tcp' | 'udp' | 'sctp'}`;
+
+type FixedSetName =
   | 'cluster-ips'
   | 'cluster-keys'
   | 'ext-cluster-keys'
@@ -76,11 +85,11 @@ export type SetName =
   | 'np-cluster-keys'
   | 'np-local-keys'
   | 'nodeport-ips'
-  | 'cluster-ep'
-  | 'ext-ep'
-  | 'ext-short-ep'
-  | 'np-ep'
-  | 'np-short-ep'
+  | 'cluster-n'
+  | 'ext-n'
+  | 'ext-short-n'
+  | 'np-n'
+  | 'np-short-n'
   | 'affinity'
   | 'aff-svc'
   | 'aff-np'
@@ -90,12 +99,19 @@ export type SetName =
   | 'fw-allow'
   | 'hairpin';
 
+const PROTOS = ['tcp', 'udp', 'sctp'] as const;
+
+function epMapName(path: Path, proto: (typeof PROTOS)[number]): SetName {
+  return `${path}-ep-${proto}`;
+}
+
 const MAPS: ReadonlySet<SetName> = new Set<SetName>([
-  'cluster-ep',
-  'ext-ep',
-  'ext-short-ep',
-  'np-ep',
-  'np-short-ep',
+  'cluster-n',
+  'ext-n',
+  'ext-short-n',
+  'np-n',
+  'np-short-n',
+  ...PATHS.flatMap((path) => PROTOS.map((p) => epMapName(path, p))),
   'affinity',
   'aff-svc',
   'aff-np',
@@ -103,7 +119,7 @@ const MAPS: ReadonlySet<SetName> = new Set<SetName>([
   'no-ep-np',
 ]);
 
-const INTERVAL_SETS: ReadonlySet<SetName> = new Set<SetName>(['cluster-ep', 'ext-ep', 'ext-short-ep', 'np-ep', 'np-short-ep', 'fw-allow', 'nodeport-ips']);
+const INTERVAL_SETS: ReadonlySet<SetName> = new Set<SetName>(['fw-allow', 'nodeport-ips']);
 
 interface Fam {
   nf: 'ip' | 'ip6';
@@ -116,8 +132,6 @@ function fam(family: IpFamily): Fam {
 
 function setDefs(family: IpFamily): [SetName, string][] {
   const { nf, addr } = fam(family);
-  const epMap = `typeof ${nf} daddr . meta l4proto . th dport . numgen random mod ${BUCKETS} : ${nf} daddr . th dport ; flags interval ;`;
-  const npMap = `typeof meta l4proto . th dport . numgen random mod ${BUCKETS} : ${nf} daddr . th dport ; flags interval ;`;
   const key = `${addr} . inet_proto . inet_service`;
   return [
     ['cluster-ips', `type ${addr} ;`],
@@ -127,11 +141,21 @@ function setDefs(family: IpFamily): [SetName, string][] {
     ['np-cluster-keys', 'type inet_proto . inet_service ;'],
     ['np-local-keys', 'type inet_proto . inet_service ;'],
     ['nodeport-ips', `type ${addr} ; flags interval ;`],
-    ['cluster-ep', epMap],
-    ['ext-ep', epMap],
-    ['ext-short-ep', epMap],
-    ['np-ep', npMap],
-    ['np-short-ep', npMap],
+    ['cluster-n', `type ${key} : verdict ;`],
+    ['ext-n', `type ${key} : verdict ;`],
+    ['ext-short-n', `type ${key} : verdict ;`],
+    ['np-n', 'type inet_proto . inet_service : verdict ;'],
+    ['np-short-n', 'type inet_proto . inet_service : verdict ;'],
+    // one map per path and protocol: a `typeof` with `meta l4proto . th dport` cannot be read back by nft 1.0.6
+    // ("conflicting protocols specified"), which breaks any later rule that uses the map; `tcp dport` alone can
+    ...PATHS.flatMap((path) =>
+      PROTOS.map((p): [SetName, string] => [
+        epMapName(path, p),
+        path.startsWith('np')
+          ? `typeof ${p} dport . numgen random mod 1024 : ${nf} daddr . ${p} dport ;`
+          : `typeof ${nf} daddr . ${p} dport . numgen random mod 1024 : ${nf} daddr . ${p} dport ;`,
+      ]),
+    ),
     [
       'affinity',
       `type ${addr} . ${addr} . inet_proto . inet_service : ${addr} . inet_service ; flags dynamic,timeout ; size 262144 ;`,
@@ -167,7 +191,6 @@ function chainDefs(): [string, string | undefined][] {
   ];
 }
 
-const PROTOS = ['tcp', 'udp', 'sctp'] as const;
 const L4 = 'meta l4proto { tcp, udp, sctp }';
 
 export function affChain(timeout: number): string {
@@ -218,7 +241,6 @@ export function chainRules(config: ProxyConfigView, podCIDRs: readonly string[],
   const setMark = `meta mark set meta mark | ${mark}`;
   const key = `${nf} daddr . meta l4proto . th dport`;
   const np = `fib daddr type local ${nf} daddr @nodeport-ips`;
-  const bucket = `numgen random mod ${BUCKETS}`;
   const nonLocal = nonLocalSourceMatch(config, podCIDRs, family);
   const local = localSourceMatch(config, podCIDRs, family);
   const r = new Map<string, string[]>();
@@ -240,12 +262,12 @@ export function chainRules(config: ProxyConfigView, podCIDRs: readonly string[],
   services.push(`fib saddr type local ${np} meta l4proto . th dport @np-local-keys ${setMark}`);
   services.push(`${L4} dnat to ${nf} saddr . ${key} map @affinity`);
   for (const src of ['fib saddr type local', ...(local ? [local] : [])]) {
-    services.push(`${src} ${L4} dnat to ${key} . ${bucket} map @ext-short-ep`);
-    services.push(`${src} ${np} ${L4} dnat to meta l4proto . th dport . ${bucket} map @np-short-ep`);
+    services.push(`${src} ${key} vmap @ext-short-n`);
+    services.push(`${src} ${np} meta l4proto . th dport vmap @np-short-n`);
   }
-  services.push(`${L4} dnat to ${key} . ${bucket} map @cluster-ep`);
-  services.push(`${L4} dnat to ${key} . ${bucket} map @ext-ep`);
-  services.push(`${np} ${L4} dnat to meta l4proto . th dport . ${bucket} map @np-ep`);
+  services.push(`${key} vmap @cluster-n`);
+  services.push(`${key} vmap @ext-n`);
+  services.push(`${np} meta l4proto . th dport vmap @np-n`);
   r.set('services', services);
   r.set('masquerading', [
     `ct status dnat ${nf} saddr . ${nf} daddr @hairpin masquerade`,
@@ -266,6 +288,20 @@ export function chainRules(config: ProxyConfigView, podCIDRs: readonly string[],
   r.set('affinity-record', rec);
   r.set('reject-chain', ['reject']);
   return r;
+}
+
+/** Rules of a dynamic chain: `aff-<T>` (affinity recording) or `<path>-<N>` (endpoint choice among N). */
+export function dynChainRules(family: IpFamily, name: string): string[] {
+  const { nf } = fam(family);
+  const a = /^aff-(\d+)$/.exec(name);
+  if (a) return affChainRules(family, Number(a[1]));
+  const m = /^(cluster|ext|ext-short|np|np-short)-(\d+)$/.exec(name);
+  if (!m) throw new Error(`unknown dynamic chain ${name}`);
+  const path = m[1] as Path;
+  return PROTOS.map((p) => {
+    const key = path.startsWith('np') ? `${p} dport` : `${nf} daddr . ${p} dport`;
+    return `meta l4proto ${p} dnat to ${key} . numgen random mod ${m[2]} map @${epMapName(path, p)}`;
+  });
 }
 
 function affChainRules(family: IpFamily, timeout: number): string[] {
@@ -295,25 +331,29 @@ function proto(p: string): string {
   return p.toLowerCase();
 }
 
-/** Bucket ranges: endpoint i of n owns [floor(i*B/n), floor((i+1)*B/n) - 1]. At most BUCKETS endpoints. */
-export function bucketRanges(n: number): [number, number][] {
-  const m = Math.min(n, BUCKETS);
-  const out: [number, number][] = [];
-  for (let i = 0; i < m; i++) out.push([Math.floor((i * BUCKETS) / m), Math.floor(((i + 1) * BUCKETS) / m) - 1]);
-  return out;
-}
-
 function sortEps(eps: readonly Endpoint[]): Endpoint[] {
   return [...eps].sort((x, y) => (x.ip === y.ip ? x.port - y.port : x.ip < y.ip ? -1 : 1));
 }
 
-function epElements(set: SetName, prefix: string, eps: readonly Endpoint[]): Element[] {
+/**
+ * The class entry `<key> : goto <path>-<N>` plus, in the path's map for the protocol, `<addr> . <port> . i` (or
+ * `<port> . i` for NodePorts) -> `endpoint . port` for i = 0..N-1.
+ */
+function epElements(path: Path, addr: string | undefined, p: (typeof PROTOS)[number], port: number, eps: readonly Endpoint[]): Element[] {
   const sorted = sortEps(eps);
-  return bucketRanges(sorted.length).map(([lo, hi], i) => ({
-    set,
-    key: `${prefix} . ${lo}-${hi}`,
-    value: `${a(sorted[i]!.ip)} . ${sorted[i]!.port}`,
-  }));
+  const classKey = addr === undefined ? `${p} . ${port}` : `${a(addr)} . ${p} . ${port}`;
+  const prefix = addr === undefined ? `${port}` : `${a(addr)} . ${port}`;
+  const out: Element[] = [{ set: `${path}-n` as SetName, key: classKey, value: `goto ${path}-${sorted.length}` }];
+  sorted.forEach((e, i) => out.push({ set: epMapName(path, p), key: `${prefix} . ${i}`, value: `${a(e.ip)} . ${e.port}` }));
+  return out;
+}
+
+/** For an element of a `<path>-ep-<proto>` map: the service address key `addr . proto . port` (`*` for NodePorts). */
+function epServiceKey(set: string, key: string): string | undefined {
+  const m = /^(cluster|ext|ext-short|np|np-short)-ep-(tcp|udp|sctp)$/.exec(set);
+  if (!m) return undefined;
+  const parts = key.split(' . ');
+  return m[1]!.startsWith('np') ? `* . ${m[2]} . ${parts[0]}` : `${parts[0]} . ${m[2]} . ${parts[1]}`;
 }
 
 const REJECT = 'goto reject-chain';
@@ -323,7 +363,7 @@ export function planElements(plan: ServicePlan, family: IpFamily): Element[] {
   const s = plan.svc;
   const out: Element[] = [];
   if (s.family !== family) return out;
-  const p = proto(s.protocol);
+  const p = proto(s.protocol) as (typeof PROTOS)[number];
   const wide = plan.clusterWideEndpoints ?? plan.clusterEndpoints;
   const hasAny = plan.hasAnyEndpoints ?? (plan.clusterEndpoints.length > 0 || plan.hasEndpointsElsewhere);
   const aff = plan.svc.affinityTimeoutSeconds;
@@ -338,7 +378,7 @@ export function planElements(plan: ServicePlan, family: IpFamily): Element[] {
     out.push({ set: 'cluster-ips', key: a(s.clusterIP) });
     out.push({ set: 'cluster-keys', key: k });
     if (plan.clusterEndpoints.length > 0) {
-      out.push(...epElements('cluster-ep', k, plan.clusterEndpoints));
+      out.push(...epElements('cluster', s.clusterIP, p, s.port, plan.clusterEndpoints));
       noteEps(plan.clusterEndpoints);
     } else out.push({ set: 'no-ep-svc', key: k, value: plan.hasEndpointsElsewhere ? 'drop' : REJECT });
     if (aff !== undefined) out.push({ set: 'aff-svc', key: k, value: `goto ${affChain(aff)}` });
@@ -354,11 +394,11 @@ export function planElements(plan: ServicePlan, family: IpFamily): Element[] {
     const k = `${a(vip)} . ${p} . ${s.port}`;
     out.push({ set: local ? 'ext-local-keys' : 'ext-cluster-keys', key: k });
     if (extEps.length > 0) {
-      out.push(...epElements('ext-ep', k, extEps));
+      out.push(...epElements('ext', vip, p, s.port, extEps));
       noteEps(extEps);
     } else out.push({ set: 'no-ep-svc', key: k, value: extMiss });
     if (local && wide.length > 0) {
-      out.push(...epElements('ext-short-ep', k, wide));
+      out.push(...epElements('ext-short', vip, p, s.port, wide));
       noteEps(wide);
     }
     if (aff !== undefined) out.push({ set: 'aff-svc', key: k, value: `goto ${affChain(aff)}` });
@@ -378,11 +418,11 @@ export function planElements(plan: ServicePlan, family: IpFamily): Element[] {
     const k = `${p} . ${s.nodePort}`;
     out.push({ set: local ? 'np-local-keys' : 'np-cluster-keys', key: k });
     if (extEps.length > 0) {
-      out.push(...epElements('np-ep', k, extEps));
+      out.push(...epElements('np', undefined, p, s.nodePort, extEps));
       noteEps(extEps);
     } else out.push({ set: 'no-ep-np', key: k, value: extMiss });
     if (local && wide.length > 0) {
-      out.push(...epElements('np-short-ep', k, wide));
+      out.push(...epElements('np-short', undefined, p, s.nodePort, wide));
       noteEps(wide);
     }
     if (aff !== undefined) out.push({ set: 'aff-np', key: k, value: `goto ${affChain(aff)}` });
@@ -414,8 +454,8 @@ export interface NftState {
   perService: Map<string, Element[]>;
   /** `${set}\u0000${key}` -> owners; the applied value is the one of the smallest owner key */
   elements: Map<string, Owned>;
-  /** affinity timeouts that have an aff-<T> chain */
-  affTimeouts: Set<number>;
+  /** dynamic chains that exist: aff-<T> and <path>-<N> */
+  dynChains: Set<string>;
 }
 
 export function configSignature(input: Pick<SyncInput, 'config' | 'node' | 'family'>): string {
@@ -463,16 +503,20 @@ function removeOwner(state: NftState, svcKey: string, els: readonly Element[], t
   }
 }
 
-function neededTimeouts(state: NftState): Set<number> {
-  const out = new Set<number>();
+const DYN_VMAPS: ReadonlySet<string> = new Set(['aff-svc', 'aff-np', ...PATHS.map((p) => `${p}-n`)]);
+
+function neededChains(state: NftState): Set<string> {
+  const out = new Set<string>();
   for (const [id, o] of state.elements) {
     const [set] = splitId(id);
-    if (set !== 'aff-svc' && set !== 'aff-np') continue;
-    const m = /^goto aff-(\d+)$/.exec(appliedValue(o));
-    if (m) out.add(Number(m[1]));
+    if (!DYN_VMAPS.has(set)) continue;
+    const m = /^goto ([\w-]+)$/.exec(appliedValue(o));
+    if (m) out.add(m[1]!);
   }
   return out;
 }
+
+const byName = (x: string, y: string): number => x.localeCompare(y, 'en', { numeric: true });
 
 function elemText(set: SetName, key: string, value: string): string {
   return MAPS.has(set) ? `${key} : ${value}` : key;
@@ -523,7 +567,7 @@ export function renderFull(input: SyncInput, opts: NftRenderOptions, prev?: NftS
   for (const [name, spec] of chains) lines.push(spec ? `add chain ${t} ${name} { ${spec} }` : `add chain ${t} ${name}`);
   if (prev) {
     for (const [name] of chains) lines.push(`flush chain ${t} ${name}`);
-    for (const T of [...prev.affTimeouts].sort((x, y) => x - y)) lines.push(`flush chain ${t} ${affChain(T)}`);
+    for (const c of [...prev.dynChains].sort(byName)) lines.push(`flush chain ${t} ${c}`);
   }
   for (const [name, def] of defs) {
     const kind = MAPS.has(name) ? 'map' : 'set';
@@ -533,7 +577,7 @@ export function renderFull(input: SyncInput, opts: NftRenderOptions, prev?: NftS
     lines.push(`add ${kind} ${t} ${name} { ${def} }`);
     if (prev && name !== 'affinity' && !def.startsWith('typeof')) lines.push(`flush ${kind} ${t} ${name}`);
   }
-  const state: NftState = { sig: configSignature(input), perService: new Map(), elements: new Map(), affTimeouts: new Set() };
+  const state: NftState = { sig: configSignature(input), perService: new Map(), elements: new Map(), dynChains: new Set() };
   const touched = new Set<string>();
   const keys = [...input.plans.keys()].sort();
   for (const k of keys) {
@@ -542,10 +586,10 @@ export function renderFull(input: SyncInput, opts: NftRenderOptions, prev?: NftS
     addOwner(state, k, els, touched);
   }
   for (const ip of nodePortIPs(input.config, input.node.ips, family)) addOwner(state, '', [{ set: 'nodeport-ips', key: ip }], touched);
-  state.affTimeouts = neededTimeouts(state);
+  state.dynChains = neededChains(state);
   const rules = chainRules(input.config, input.node.podCIDRs, family);
   for (const [name] of chains) for (const r of rules.get(name) ?? []) lines.push(`add rule ${t} ${name} ${r}`);
-  for (const T of [...state.affTimeouts].sort((x, y) => x - y)) lines.push(...chainBlock(t, affChain(T), affChainRules(family, T)));
+  for (const c of [...state.dynChains].sort(byName)) lines.push(...chainBlock(t, c, dynChainRules(family, c)));
   const adds: [SetName, string][] = [];
   for (const [id, o] of state.elements) {
     const [set, key] = splitId(id);
@@ -553,7 +597,7 @@ export function renderFull(input: SyncInput, opts: NftRenderOptions, prev?: NftS
   }
   lines.push(...elementCommands('add', t, adds));
   // stale affinity chains of the previous state (their vmap elements were flushed above)
-  if (prev) for (const T of [...prev.affTimeouts].sort((x, y) => x - y)) if (!state.affTimeouts.has(T)) lines.push(`delete chain ${t} ${affChain(T)}`);
+  if (prev) for (const c of [...prev.dynChains].sort(byName)) if (!state.dynChains.has(c)) lines.push(`delete chain ${t} ${c}`);
   const affinityStale = new Set<string>();
   if (prev) for (const k of prev.perService.keys()) affinityStale.add(k);
   return { program: lines.join('\n') + '\n', state, affinityStale };
@@ -562,12 +606,15 @@ export function renderFull(input: SyncInput, opts: NftRenderOptions, prev?: NftS
 function cloneState(s: NftState): NftState {
   const elements = new Map<string, Owned>();
   for (const [id, o] of s.elements) elements.set(id, { owners: new Map(o.owners) });
-  return { sig: s.sig, perService: new Map(s.perService), elements, affTimeouts: new Set(s.affTimeouts) };
+  return { sig: s.sig, perService: new Map(s.perService), elements, dynChains: new Set(s.dynChains) };
 }
 
 function epSet(els: readonly Element[] | undefined): Set<string> {
   const out = new Set<string>();
-  for (const e of els ?? []) if (e.set.endsWith('-ep') && e.value) out.add(`${e.key.split(' . ').slice(0, -1).join(' . ')} -> ${e.value}`);
+  for (const e of els ?? []) {
+    const k = epServiceKey(e.set, e.key);
+    if (k && e.value) out.add(`${e.set} ${k} -> ${e.value}`);
+  }
   return out;
 }
 
@@ -625,13 +672,12 @@ export function renderIncremental(input: SyncInput, opts: NftRenderOptions, prev
     if (was !== undefined) dels.push([set, key]);
     if (now !== undefined) adds.push([set, elemText(set, key, now)]);
   }
-  state.affTimeouts = neededTimeouts(state);
+  state.dynChains = neededChains(state);
   const lines: string[] = [];
-  for (const T of [...state.affTimeouts].sort((x, y) => x - y))
-    if (!prev.affTimeouts.has(T)) lines.push(...chainBlock(t, affChain(T), affChainRules(family, T)));
+  for (const c of [...state.dynChains].sort(byName)) if (!prev.dynChains.has(c)) lines.push(...chainBlock(t, c, dynChainRules(family, c)));
   lines.push(...elementCommands('delete', t, dels));
   lines.push(...elementCommands('add', t, adds));
-  for (const T of [...prev.affTimeouts].sort((x, y) => x - y)) if (!state.affTimeouts.has(T)) lines.push(`flush chain ${t} ${affChain(T)}`, `delete chain ${t} ${affChain(T)}`);
+  for (const c of [...prev.dynChains].sort(byName)) if (!state.dynChains.has(c)) lines.push(`flush chain ${t} ${c}`, `delete chain ${t} ${c}`);
   return { program: lines.length ? lines.join('\n') + '\n' : '', state, affinityStale };
 }
 
@@ -659,18 +705,12 @@ export function staleAffinityEntries(entries: readonly AffinityEntry[], state: N
     const [set, key] = splitId(id);
     if (set === 'aff-svc') affKeys.add(key);
     if (set === 'aff-np') affKeys.add(`* . ${key}`);
-    if (set.endsWith('-ep')) {
-      const parts = key.split(' . ');
-      const k = set.startsWith('np') ? `* . ${parts.slice(0, 2).join(' . ')}` : parts.slice(0, 3).join(' . ');
+    const k = epServiceKey(set, key);
+    if (k) {
       let v = valid.get(k);
       if (!v) valid.set(k, (v = new Set()));
       v.add(appliedValue(o));
     }
-  }
-  const npIPs = new Set<string>();
-  for (const id of state.elements.keys()) {
-    const [set, key] = splitId(id);
-    if (set === 'nodeport-ips') npIPs.add(key);
   }
   return entries.filter((e) => {
     const vk = `${e.vip} . ${e.proto} . ${e.port}`;

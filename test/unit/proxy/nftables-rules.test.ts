@@ -1,7 +1,6 @@
 // The generated nft text (sorted) for full and incremental syncs.
 import { describe, expect, it } from 'vitest';
 import {
-  bucketRanges,
   planElements,
   renderFull,
   renderIncremental,
@@ -26,26 +25,28 @@ describe('nftables rules: full sync', () => {
     expect(elementLines(r.program)).toEqual([
       'add element ip flatnet-proxy aff-np { tcp . 30080 : goto aff-600 }',
       'add element ip flatnet-proxy aff-svc { 10.96.0.10 . tcp . 80 : goto aff-600 }',
-      'add element ip flatnet-proxy cluster-ep { 10.96.0.10 . tcp . 80 . 0-511 : 10.244.1.2 . 8080, 10.96.0.10 . tcp . 80 . 512-1023 : 10.244.2.3 . 8080 }',
+      'add element ip flatnet-proxy cluster-ep-tcp { 10.96.0.10 . 80 . 0 : 10.244.1.2 . 8080, 10.96.0.10 . 80 . 1 : 10.244.2.3 . 8080 }',
       'add element ip flatnet-proxy cluster-ips { 10.96.0.10, 10.96.0.11 }',
       'add element ip flatnet-proxy cluster-keys { 10.96.0.10 . tcp . 80, 10.96.0.11 . udp . 53 }',
+      'add element ip flatnet-proxy cluster-n { 10.96.0.10 . tcp . 80 : goto cluster-2 }',
       'add element ip flatnet-proxy hairpin { 10.244.1.2 . 10.244.1.2, 10.244.2.3 . 10.244.2.3 }',
       'add element ip flatnet-proxy no-ep-svc { 10.96.0.11 . udp . 53 : goto reject-chain }',
       'add element ip flatnet-proxy nodeport-ips { 192.168.10.2 }',
       'add element ip flatnet-proxy np-cluster-keys { tcp . 30080 }',
-      'add element ip flatnet-proxy np-ep { tcp . 30080 . 0-511 : 10.244.1.2 . 8080, tcp . 30080 . 512-1023 : 10.244.2.3 . 8080 }',
+      'add element ip flatnet-proxy np-ep-tcp { 30080 . 0 : 10.244.1.2 . 8080, 30080 . 1 : 10.244.2.3 . 8080 }',
+      'add element ip flatnet-proxy np-n { tcp . 30080 : goto np-2 }',
     ]);
-    // exactly one chain per distinct affinity timeout, none per service or endpoint
+    // one chain per distinct affinity timeout and per (path, endpoint count); none per service or endpoint
     const chains = [...new Set(sorted(r.program).filter((l) => l.startsWith('add chain')).map((l) => l.split(' ')[4]))];
-    expect(chains).toHaveLength(16);
-    expect(chains.filter((l) => /aff-\d+/.test(l!))).toEqual(['aff-600']);
+    expect(chains).toHaveLength(18);
+    expect(chains.filter((l) => /-\d+$/.test(l!)).sort()).toEqual(['aff-600', 'cluster-2', 'np-2']);
   });
 
   it('later full syncs flush instead of deleting, and keep the affinity map', () => {
     const first = renderFull(syncInput([plan(a, [ep('10.244.1.2')])]), opts);
     const r = renderFull(syncInput([plan(b, [ep('10.244.1.7', 53)])]), opts, first.state);
     expect(r.program).not.toMatch(/delete table/);
-    expect(r.program).toMatch(/^delete map ip flatnet-proxy cluster-ep$/m);
+    expect(r.program).toMatch(/^delete map ip flatnet-proxy cluster-ep-tcp$/m);
     expect(r.program).toMatch(/^flush set ip flatnet-proxy cluster-keys$/m);
     expect(r.program).not.toMatch(/^flush map ip flatnet-proxy affinity$/m);
     // the old service's affinity chain goes away after its vmap was flushed
@@ -63,14 +64,14 @@ describe('nftables rules: full sync', () => {
     expect(keyLines.map((l) => l.split(', ').length)).toEqual([1000, 1000, 500]);
   });
 
-  it('bucket ranges cover 0..1023 exactly', () => {
-    for (const n of [1, 2, 3, 7, 1000, 1024, 2000]) {
-      const r = bucketRanges(n);
-      expect(r[0]![0]).toBe(0);
-      expect(r[r.length - 1]![1]).toBe(1023);
-      for (let i = 1; i < r.length; i++) expect(r[i]![0]).toBe(r[i - 1]![1] + 1);
-      expect(r.length).toBe(Math.min(n, 1024));
-    }
+  it('services with the same endpoint count share one class chain', () => {
+    const plans = [];
+    for (let i = 0; i < 50; i++) plans.push(plan(svc(`s${i}`, { clusterIP: `10.96.1.${i}` }), [ep(`10.244.1.${i}`), ep(`10.244.2.${i}`), ep(`10.244.3.${i}`)]));
+    plans.push(plan(svc('one', { clusterIP: '10.96.2.1' }), [ep('10.244.4.1')]));
+    const r = renderFull(syncInput(plans), opts);
+    const chains = [...new Set(r.program.split('\n').filter((l) => l.startsWith('add chain')).map((l) => l.split(' ')[4]))];
+    expect(chains.filter((c) => /-\d+$/.test(c!)).sort()).toEqual(['cluster-1', 'cluster-3']);
+    expect(r.program).toContain('add rule ip flatnet-proxy cluster-3 meta l4proto udp dnat to ip daddr . udp dport . numgen random mod 3 map @cluster-ep-udp');
   });
 
   it('skips services of the other family and LB addresses in Proxy mode', () => {
@@ -100,24 +101,44 @@ describe('nftables rules: incremental sync', () => {
       base.state,
     );
     expect(r.program.trim().split('\n')).toEqual([
-      'delete element ip flatnet-proxy cluster-ep { 10.96.0.10 . tcp . 80 . 0-511, 10.96.0.10 . tcp . 80 . 512-1023 }',
-      'delete element ip flatnet-proxy np-ep { tcp . 30080 . 0-511, tcp . 30080 . 512-1023 }',
-      'add element ip flatnet-proxy cluster-ep { 10.96.0.10 . tcp . 80 . 0-340 : 10.244.1.2 . 8080, 10.96.0.10 . tcp . 80 . 341-681 : 10.244.2.3 . 8080, 10.96.0.10 . tcp . 80 . 682-1023 : 10.244.3.4 . 8080 }',
-      'add element ip flatnet-proxy np-ep { tcp . 30080 . 0-340 : 10.244.1.2 . 8080, tcp . 30080 . 341-681 : 10.244.2.3 . 8080, tcp . 30080 . 682-1023 : 10.244.3.4 . 8080 }',
+      'add chain ip flatnet-proxy cluster-3',
+      'flush chain ip flatnet-proxy cluster-3',
+      'add rule ip flatnet-proxy cluster-3 meta l4proto tcp dnat to ip daddr . tcp dport . numgen random mod 3 map @cluster-ep-tcp',
+      'add rule ip flatnet-proxy cluster-3 meta l4proto udp dnat to ip daddr . udp dport . numgen random mod 3 map @cluster-ep-udp',
+      'add rule ip flatnet-proxy cluster-3 meta l4proto sctp dnat to ip daddr . sctp dport . numgen random mod 3 map @cluster-ep-sctp',
+      'add chain ip flatnet-proxy np-3',
+      'flush chain ip flatnet-proxy np-3',
+      'add rule ip flatnet-proxy np-3 meta l4proto tcp dnat to tcp dport . numgen random mod 3 map @np-ep-tcp',
+      'add rule ip flatnet-proxy np-3 meta l4proto udp dnat to udp dport . numgen random mod 3 map @np-ep-udp',
+      'add rule ip flatnet-proxy np-3 meta l4proto sctp dnat to sctp dport . numgen random mod 3 map @np-ep-sctp',
+      'delete element ip flatnet-proxy cluster-n { 10.96.0.10 . tcp . 80 }',
+      'delete element ip flatnet-proxy np-n { tcp . 30080 }',
+      'add element ip flatnet-proxy cluster-n { 10.96.0.10 . tcp . 80 : goto cluster-3 }',
+      'add element ip flatnet-proxy np-n { tcp . 30080 : goto np-3 }',
+      'add element ip flatnet-proxy cluster-ep-tcp { 10.96.0.10 . 80 . 2 : 10.244.3.4 . 8080 }',
+      'add element ip flatnet-proxy np-ep-tcp { 30080 . 2 : 10.244.3.4 . 8080 }',
       'add element ip flatnet-proxy hairpin { 10.244.3.4 . 10.244.3.4 }',
+      'flush chain ip flatnet-proxy cluster-2',
+      'delete chain ip flatnet-proxy cluster-2',
+      'flush chain ip flatnet-proxy np-2',
+      'delete chain ip flatnet-proxy np-2',
     ]);
     expect(r.affinityStale.size).toBe(0);
     // the previous state is untouched (a failed apply can retry from it)
-    expect(base.state.perService.get(a.key)!.filter((e) => e.set === 'cluster-ep')).toHaveLength(2);
+    expect(base.state.perService.get(a.key)!.filter((e) => e.set === 'cluster-ep-tcp')).toHaveLength(2);
+    expect(base.state.dynChains.has('cluster-3')).toBe(false);
   });
 
   it('service deleted: every element it owned goes, nothing else', () => {
     const r = renderIncremental(syncInput([plan(a, [ep('10.244.1.2'), ep('10.244.2.3')])], { full: false, changed: new Set([b.key]) }), opts, base.state);
     expect(sorted(r.program)).toEqual([
-      'delete element ip flatnet-proxy cluster-ep { 10.96.0.11 . udp . 53 . 0-1023 }',
+      'delete chain ip flatnet-proxy cluster-1',
+      'delete element ip flatnet-proxy cluster-ep-udp { 10.96.0.11 . 53 . 0 }',
       'delete element ip flatnet-proxy cluster-ips { 10.96.0.11 }',
       'delete element ip flatnet-proxy cluster-keys { 10.96.0.11 . udp . 53 }',
+      'delete element ip flatnet-proxy cluster-n { 10.96.0.11 . udp . 53 }',
       'delete element ip flatnet-proxy hairpin { 10.244.1.7 . 10.244.1.7 }',
+      'flush chain ip flatnet-proxy cluster-1',
     ]);
   });
 
