@@ -50,9 +50,13 @@ export interface UpOptions extends Partial<ClusterOptions> {
 
 const stderrLog = (m: string) => process.stderr.write(`[cluster] ${m}\n`);
 
-function defaultPodNetwork(): PodNetwork {
-  // the overlay needs the vxlan plugin and the daemon's overlay controller; until both exist, plain routes
-  return process.env.FLATNET_POD_NETWORK === 'overlay' ? 'overlay' : 'routes';
+/** overlay when the vxlan plugin, its controller and the daemon exist (and a daemon runs); else plain routes. */
+export function defaultPodNetwork(proxyMode: ProxyMode): PodNetwork {
+  const env = process.env.FLATNET_POD_NETWORK;
+  if (env === 'overlay' || env === 'routes') return env;
+  const overlayBuilt =
+    existsSync(join(DIST_BIN, 'vxlan')) && existsSync(join(REPO, 'plugins', 'vxlan', 'controller', 'index.ts')) && daemonAvailable();
+  return overlayBuilt && proxyMode !== 'none' ? 'overlay' : 'routes';
 }
 
 async function ensureControlPlaneBins(log: (m: string) => void): Promise<void> {
@@ -101,7 +105,7 @@ export async function up(o: UpOptions = {}, runner: Runner = new ExecRunner()): 
   if (!Number.isInteger(nodes) || nodes < 1 || nodes > 20) throw new Error(`--nodes ${nodes}: expected 1..20`);
   const proxyMode = o.proxyMode ?? 'iptables';
   if (!['iptables', 'nftables', 'ipvs', 'none'].includes(proxyMode)) throw new Error(`--proxy-mode ${proxyMode}: expected iptables|nftables|ipvs|none`);
-  const podNetwork = o.podNetwork ?? defaultPodNetwork();
+  const podNetwork = o.podNetwork ?? defaultPodNetwork(proxyMode);
   if (!['routes', 'overlay'].includes(podNetwork)) throw new Error(`--pod-network ${podNetwork}: expected routes|overlay`);
   if (podNetwork === 'overlay' && proxyMode === 'none') throw new Error('--pod-network overlay needs the node daemon: use a --proxy-mode other than none');
 
@@ -275,6 +279,7 @@ export function parseArgs(argv: readonly string[]): Parsed {
 
 const HELP = `usage: node test/cluster/cli.ts <command> [--name NAME]
   up [--nodes N] [--proxy-mode iptables|nftables|ipvs|none] [--pod-network routes|overlay] [--subnet 172.30.X.0/24] [--mtu M]
+     (pod network default: overlay when the vxlan plugin and the daemon exist, else routes; env FLATNET_POD_NETWORK)
   down | status | env
   exec <node | namespace/pod | external> -- <command...>
   restart-daemon <node>
