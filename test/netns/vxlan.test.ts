@@ -10,6 +10,14 @@ import { createTestbed, killProc, spawnIn, waitFor, type BedPod, type Testbed } 
 import type { TestNetns } from '../helpers/netns.ts';
 
 let bed: Testbed;
+const hasEthtool = (() => {
+  try {
+    execFileSync('ethtool', ['--version']);
+    return true;
+  } catch {
+    return false;
+  }
+})();
 let pods: BedPod[] = [];
 
 interface LinkJson {
@@ -183,13 +191,13 @@ describe('vxlan controller on real netns nodes', () => {
     const n2 = bed.nodes[1]!;
     n2.ns.exec(['ip', 'link', 'del', 'flatnet.1']);
     expect(device(n2.ns)).toBeUndefined();
-    await waitFor(() => device(n2.ns) !== undefined && routes(n2.ns).length === 2 && fdb(n2.ns).length === 2, 3000, 'device recreated');
+    await waitFor(() => device(n2.ns) !== undefined && routes(n2.ns).length === 2 && fdb(n2.ns).length === 2, 8000, 'device recreated');
     expect(device(n2.ns)!.address).toBe(vtepMac('node-2', 1));
-    await waitFor(() => canPing(pods[0]!.ns, pods[1]!.ip), 3000, 'traffic after heal');
+    await waitFor(() => canPing(pods[0]!.ns, pods[1]!.ip), 8000, 'traffic after heal');
     const n1 = bed.nodes[0]!;
     n1.ns.exec(['ip', 'route', 'del', '10.244.3.0/24']);
     n1.ns.exec(['ip', 'neigh', 'del', '10.244.2.0', 'dev', 'flatnet.1']);
-    await waitFor(() => routes(n1.ns).length === 2 && neighbours(n1.ns).length === 2, 3000, 'route and neighbour restored');
+    await waitFor(() => routes(n1.ns).length === 2 && neighbours(n1.ns).length === 2, 8000, 'route and neighbour restored');
   });
 
   it('recreates a device of the wrong shape and repairs the masquerade table and subnet file', async () => {
@@ -198,8 +206,8 @@ describe('vxlan controller on real netns nodes', () => {
     n3.ns.exec(['ip', 'link', 'add', 'flatnet.1', 'type', 'vxlan', 'id', '1', 'dstport', '4789', 'local', n3.ip]);
     n3.ns.exec(['nft', 'delete', 'table', 'inet', bed.table]);
     execFileSync('rm', ['-f', n3.subnetFile]);
-    await waitFor(() => device(n3.ns)?.linkinfo.info_data.port === 8472 && device(n3.ns)?.linkinfo.info_data.learning === false, 3000, 'device reshaped');
-    await waitFor(() => existsSync(n3.subnetFile), 3000, 'subnet file rewritten');
+    await waitFor(() => device(n3.ns)?.linkinfo.info_data.port === 8472 && device(n3.ns)?.linkinfo.info_data.learning === false, 8000, 'device reshaped');
+    await waitFor(() => existsSync(n3.subnetFile), 8000, 'subnet file rewritten');
     await waitFor(() => {
       try {
         n3.ns.exec(['nft', 'list', 'table', 'inet', bed.table]);
@@ -207,7 +215,7 @@ describe('vxlan controller on real netns nodes', () => {
       } catch {
         return false;
       }
-    }, 3000, 'masquerade table restored');
+    }, 8000, 'masquerade table restored');
     expect(peerSeen(pods[2]!.ns, bed.external, bed.externalIp, 'TCP', 7009)).toBe(n3.ip);
   });
 
@@ -220,12 +228,12 @@ describe('vxlan controller on real netns nodes', () => {
     cli.stdout!.on('data', (b: Buffer) => echoed.push(b.toString()));
     try {
       cli.stdin?.write('before\n');
-      await waitFor(() => echoed.join('').includes('before'), 3000, 'echo before restart');
+      await waitFor(() => echoed.join('').includes('before'), 8000, 'echo before restart');
       const n1 = bed.nodes[0]!;
       await n1.controller!.stop();
       await bed.startController(0);
       cli.stdin?.write('after\n');
-      await waitFor(() => echoed.join('').includes('after'), 3000, 'echo after restart');
+      await waitFor(() => echoed.join('').includes('after'), 8000, 'echo after restart');
     } finally {
       killProc(cli);
       killProc(srv);
@@ -242,6 +250,20 @@ describe('vxlan controller on real netns nodes', () => {
     await n1.controller!.stop();
     await bed.startController(0);
     expect(routes(n1.ns)).toEqual(['10.244.2.0/24 via 10.244.2.0 dev flatnet.1', '10.244.3.0/24 via 10.244.3.0 dev flatnet.1']);
+  });
+
+  it.skipIf(!hasEthtool)('turns tx checksum offload off on the device when txChecksumOffload is false', async () => {
+    const n1 = bed.nodes[0]!;
+    const txCsum = (): string => /tx-checksumming: (\w+)/.exec(n1.ns.exec(['ethtool', '-k', 'flatnet.1']))?.[1] ?? '?';
+    expect(txCsum()).toBe('on');
+    await n1.controller!.stop();
+    await bed.startController(0, { txChecksumOffload: false });
+    expect(txCsum()).toBe('off');
+    // and after the device is recreated
+    n1.ns.exec(['ip', 'link', 'del', 'flatnet.1']);
+    await waitFor(() => device(n1.ns) !== undefined && txCsum() === 'off', 8000, 'offload off after recreate');
+    expect(peerSeen(pods[0]!.ns, pods[1]!.ns, pods[1]!.ip, 'TCP', 7012)).toBe(pods[0]!.ip);
+    expect(peerSeen(pods[0]!.ns, pods[1]!.ns, pods[1]!.ip, 'UDP', 7013)).toBe(pods[0]!.ip);
   });
 
   it('cleanup removes the device, routes, masquerade table and subnet file', async () => {
