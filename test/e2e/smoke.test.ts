@@ -46,7 +46,11 @@ describe('local cluster smoke', () => {
       metadata: { name: 'web', namespace: ns },
       spec: { selector: { app: 'web' }, ports: [{ name: 'http', port: 80, targetPort: 8080, protocol: 'TCP' }] },
     };
-    await c.apply(manifest(svc, ...pods.map((p) => netexecPod({ name: p.name, namespace: ns, node: p.node(), labels: { app: 'web' } }))));
+    const pod = (p: (typeof pods)[number]) => netexecPod({ name: p.name, namespace: ns, node: p.node(), labels: { app: 'web' } });
+    // one pod per node first, then the second pod of a node (a node's first ADD creates its bridge)
+    await c.apply(manifest(svc, ...pods.slice(0, 3).map(pod)));
+    await c.waitPodsReady(ns, 'app=web', 3, 180_000);
+    await c.apply(manifest(pod(pods[3]!)));
     await c.waitPodsReady(ns, 'app=web', pods.length, 180_000);
   });
 
