@@ -119,6 +119,9 @@ export async function bridgeAdd(ctx: InvocationContext, deps: BridgeDeps): Promi
   let success = false;
   try {
     await pause('start');
+    // IPAM and the host read are independent: run them together
+    const hostRead = readHostLinks(runner);
+    hostRead.catch(() => {}); // awaited below; avoid an unhandled rejection if IPAM fails first
     let ipam: CniResult | undefined;
     if (cfg.ipam) {
       ipam = await ctx.delegator.exec(cfg.ipam.type, 'ADD', ctx.conf);
@@ -128,7 +131,7 @@ export async function bridgeAdd(ctx: InvocationContext, deps: BridgeDeps): Promi
       if (!ipam) throw new CniError(BridgeErrorCode.IpamNoIps, 'IPAM plugin returned no result');
     }
     await pause('after-ipam');
-    let hostLinks = await readHostLinks(runner);
+    let hostLinks = await hostRead;
     let bridgeCreated = false;
     if (!hostLinks.some((l) => l.ifname === cfg.bridge)) {
       // created on its own (not in the batch) so that concurrent first ADDs tolerate each other (EEXIST)
@@ -237,32 +240,26 @@ export async function bridgeDel(ctx: InvocationContext, deps: BridgeDeps): Promi
   const { env } = ctx;
   const cfg = parseBridgeConfig(ctx.conf, env.args);
   const { runner } = deps;
-  const errors: unknown[] = [];
+  // independent steps run concurrently (deleting a veth waits for an RCU grace period)
+  const steps: Promise<void>[] = [];
   if (env.netns && netnsState(env.netns) === 'netns' && isValidIfname(env.ifname)) {
-    const r = await runner.run(['ip', 'link', 'del', env.ifname], { netns: env.netns, allowFail: true });
-    if (r.code !== 0 && !isNoSuchDevice(r.stderr)) errors.push(kernelError(`failed to delete ${env.ifname}`, new CommandError(['ip'], r.code, r.stderr)));
+    steps.push(
+      runner.run(['ip', 'link', 'del', env.ifname], { netns: env.netns, allowFail: true }).then((r) => {
+        if (r.code !== 0 && !isNoSuchDevice(r.stderr)) throw kernelError(`failed to delete ${env.ifname}`, new CommandError(['ip'], r.code, r.stderr));
+      }),
+    );
   }
   if (cfg.ipMasq) {
-    try {
-      await masqTeardown(runner, cfg, env.containerId, env.ifname);
-    } catch (e) {
-      errors.push(kernelError('failed to remove IP masquerade', e));
-    }
+    steps.push(masqTeardown(runner, cfg, env.containerId, env.ifname).catch((e: unknown) => Promise.reject(kernelError('failed to remove IP masquerade', e))));
   }
   if (cfg.macSpoofCheck) {
-    try {
-      await spoofTeardown(runner, env.containerId, env.ifname);
-    } catch (e) {
-      errors.push(kernelError('failed to remove mac spoof check', e));
-    }
+    steps.push(spoofTeardown(runner, env.containerId, env.ifname).catch((e: unknown) => Promise.reject(kernelError('failed to remove mac spoof check', e))));
   }
   if (cfg.ipam) {
-    try {
-      await ctx.delegator.exec(cfg.ipam.type, 'DEL', ctx.conf);
-    } catch (e) {
-      errors.push(e);
-    }
+    const type = cfg.ipam.type;
+    steps.push(ctx.delegator.exec(type, 'DEL', ctx.conf).then(() => undefined));
   }
+  const errors = (await Promise.allSettled(steps)).filter((r): r is PromiseRejectedResult => r.status === 'rejected').map((r) => r.reason as unknown);
   if (errors.length) throw errors[0];
 }
 

@@ -181,14 +181,10 @@ export function planAdd(inp: AddInput): AddPlan {
   // ---- container program
   const cb = new IpBatch();
   const lines = ['set -e'];
+  // the host veth name was checked free in the host netns, so "File exists" here means CNI_IFNAME exists
+  const veth = vethAddArgs({ name: ifname, peer: hostVeth, mac: containerMac, peerMac: hostVethMac, mtu: cfg.mtu || undefined, peerNetns: inp.hostPid });
   lines.push(
-    `if ip link show dev ${shq(ifname)} >/dev/null 2>&1; then echo ${shq(`container veth name provided (${ifname}) already exists`)} >&2; exit ${EXIT_IFNAME_EXISTS}; fi`,
-  );
-  lines.push(
-    'ip ' +
-      vethAddArgs({ name: ifname, peer: hostVeth, mac: containerMac, peerMac: hostVethMac, mtu: cfg.mtu || undefined, peerNetns: inp.hostPid }).join(
-        ' ',
-      ),
+    `if ! err=$(ip ${veth.join(' ')} 2>&1); then echo "$err" >&2; case "$err" in *'File exists'*) exit ${EXIT_IFNAME_EXISTS};; esac; exit 1; fi`,
   );
   if (inp.ipam) {
     if (cfg.enableDad) {
@@ -230,7 +226,7 @@ export function planAdd(inp: AddInput): AddPlan {
   } else if (!cfg.disableContainerInterface) {
     cb.cmd('link', 'set', ifname, 'up');
   }
-  if (cb.length) lines.push('ip -batch -');
+  if (cb.length) lines.push('exec ip -batch -');
 
   // ---- host program
   const hb = new IpBatch();

@@ -207,6 +207,27 @@ describe('bridge traffic and masquerade', () => {
   });
 });
 
+describe('bridge concurrency', () => {
+  it('10 ADDs in parallel into a bridge that does not exist yet, then 10 DELs in parallel', async () => {
+    const { pair, side } = setup(10);
+    const list = conflist('1.0.0', pair.dataDir, { ipMasq: true });
+    const adds = await Promise.all(pair.containers.map((c) => side.add(list, att(c))));
+    for (const a of adds) expect(a.code, a.stdout).toBe(0);
+    const ips = adds.map((a) => String((a.json!['ips'] as Json[])[0]!['address']));
+    expect(new Set(ips).size).toBe(10);
+    const ports = ipJ(pair.host.name, 'link', 'show', 'master', BR);
+    expect(ports).toHaveLength(10);
+    const br = ipJ(pair.host.name, 'addr', 'show', 'dev', BR)[0]!;
+    expect((br['addr_info'] as Json[]).filter((x) => x['family'] === 'inet').map((x) => x['local'])).toEqual(['10.77.0.1']);
+    expect(snapshot(pair.host.path, (n) => n).iptables.filter((l) => l.startsWith('-A POSTROUTING')).length).toBe(10);
+    const dels = await Promise.all(pair.containers.map((c) => side.del(list, att(c))));
+    for (const d of dels) expect(d.code, d.stdout).toBe(0);
+    expect(ipJ(pair.host.name, 'link', 'show', 'master', BR)).toHaveLength(0);
+    expect(snapshot(pair.host.path, (n) => n).iptables.some((l) => l.includes('CNI-'))).toBe(false);
+    expect(readdirSync(`${pair.dataDir}/${P}net`).filter((f) => /^\d/.test(f))).toEqual([]);
+  }, 180_000);
+});
+
 describe('bridge options', () => {
   it('mtu, hairpinMode, portIsolation, MAC from runtimeConfig', async () => {
     const { pair, side } = setup(1);
