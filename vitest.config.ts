@@ -8,5 +8,7 @@ export default defineConfig({
     testTimeout: 60_000,
     hookTimeout: 600_000,
     pool: 'forks',
+    // the e2e tier's per-run cluster: named here, brought up by the first useCluster(), torn down at the end
+    globalSetup: ['test/e2e/setup.ts'],
   },
 });
