@@ -94,8 +94,11 @@ export class NftablesProxier implements ProxyBackend {
       try {
         await this.nft(res.program);
       } catch (err) {
+        // the in-memory state no longer matches the kernel (incremental renders update it in place): rebuild from
+        // scratch next time (delete + recreate the table)
         this.needFull = true;
-        this.o.log.error({ err: String(err), full }, 'nftables sync failed; the next sync will be full');
+        this.state = undefined;
+        this.o.log.error({ err: String(err), full }, 'nftables sync failed; the next sync will be a full rebuild');
         throw err;
       }
     }

@@ -454,8 +454,8 @@ export interface NftState {
   perService: Map<string, Element[]>;
   /** `${set}\u0000${key}` -> owners; the applied value is the one of the smallest owner key */
   elements: Map<string, Owned>;
-  /** dynamic chains that exist: aff-<T> and <path>-<N> */
-  dynChains: Set<string>;
+  /** dynamic chains that exist (aff-<T> and <path>-<N>) -> how many vmap elements point at them */
+  dynRefs: Map<string, number>;
 }
 
 export function configSignature(input: Pick<SyncInput, 'config' | 'node' | 'family'>): string {
@@ -505,15 +505,25 @@ function removeOwner(state: NftState, svcKey: string, els: readonly Element[], t
 
 const DYN_VMAPS: ReadonlySet<string> = new Set(['aff-svc', 'aff-np', ...PATHS.map((p) => `${p}-n`)]);
 
-function neededChains(state: NftState): Set<string> {
-  const out = new Set<string>();
+/** Counts the vmap elements pointing at each dynamic chain (full syncs). */
+function countDynRefs(state: NftState): Map<string, number> {
+  const out = new Map<string, number>();
   for (const [id, o] of state.elements) {
     const [set] = splitId(id);
     if (!DYN_VMAPS.has(set)) continue;
     const m = /^goto ([\w-]+)$/.exec(appliedValue(o));
-    if (m) out.add(m[1]!);
+    if (m) out.set(m[1]!, (out.get(m[1]!) ?? 0) + 1);
   }
   return out;
+}
+
+function adjustDynRef(refs: Map<string, number>, set: string, value: string | undefined, delta: number): void {
+  if (value === undefined || !DYN_VMAPS.has(set)) return;
+  const m = /^goto ([\w-]+)$/.exec(value);
+  if (!m) return;
+  const n = (refs.get(m[1]!) ?? 0) + delta;
+  if (n > 0) refs.set(m[1]!, n);
+  else refs.delete(m[1]!);
 }
 
 const byName = (x: string, y: string): number => x.localeCompare(y, 'en', { numeric: true });
@@ -567,7 +577,7 @@ export function renderFull(input: SyncInput, opts: NftRenderOptions, prev?: NftS
   for (const [name, spec] of chains) lines.push(spec ? `add chain ${t} ${name} { ${spec} }` : `add chain ${t} ${name}`);
   if (prev) {
     for (const [name] of chains) lines.push(`flush chain ${t} ${name}`);
-    for (const c of [...prev.dynChains].sort(byName)) lines.push(`flush chain ${t} ${c}`);
+    for (const c of [...prev.dynRefs.keys()].sort(byName)) lines.push(`flush chain ${t} ${c}`);
   }
   for (const [name, def] of defs) {
     const kind = MAPS.has(name) ? 'map' : 'set';
@@ -577,7 +587,7 @@ export function renderFull(input: SyncInput, opts: NftRenderOptions, prev?: NftS
     lines.push(`add ${kind} ${t} ${name} { ${def} }`);
     if (prev && name !== 'affinity' && !def.startsWith('typeof')) lines.push(`flush ${kind} ${t} ${name}`);
   }
-  const state: NftState = { sig: configSignature(input), perService: new Map(), elements: new Map(), dynChains: new Set() };
+  const state: NftState = { sig: configSignature(input), perService: new Map(), elements: new Map(), dynRefs: new Map() };
   const touched = new Set<string>();
   const keys = [...input.plans.keys()].sort();
   for (const k of keys) {
@@ -586,10 +596,10 @@ export function renderFull(input: SyncInput, opts: NftRenderOptions, prev?: NftS
     addOwner(state, k, els, touched);
   }
   for (const ip of nodePortIPs(input.config, input.node.ips, family)) addOwner(state, '', [{ set: 'nodeport-ips', key: ip }], touched);
-  state.dynChains = neededChains(state);
+  state.dynRefs = countDynRefs(state);
   const rules = chainRules(input.config, input.node.podCIDRs, family);
   for (const [name] of chains) for (const r of rules.get(name) ?? []) lines.push(`add rule ${t} ${name} ${r}`);
-  for (const c of [...state.dynChains].sort(byName)) lines.push(...chainBlock(t, c, dynChainRules(family, c)));
+  for (const c of [...state.dynRefs.keys()].sort(byName)) lines.push(...chainBlock(t, c, dynChainRules(family, c)));
   const adds: [SetName, string][] = [];
   for (const [id, o] of state.elements) {
     const [set, key] = splitId(id);
@@ -597,16 +607,10 @@ export function renderFull(input: SyncInput, opts: NftRenderOptions, prev?: NftS
   }
   lines.push(...elementCommands('add', t, adds));
   // stale affinity chains of the previous state (their vmap elements were flushed above)
-  if (prev) for (const c of [...prev.dynChains].sort(byName)) if (!state.dynChains.has(c)) lines.push(`delete chain ${t} ${c}`);
+  if (prev) for (const c of [...prev.dynRefs.keys()].sort(byName)) if (!state.dynRefs.has(c)) lines.push(`delete chain ${t} ${c}`);
   const affinityStale = new Set<string>();
   if (prev) for (const k of prev.perService.keys()) affinityStale.add(k);
   return { program: lines.join('\n') + '\n', state, affinityStale };
-}
-
-function cloneState(s: NftState): NftState {
-  const elements = new Map<string, Owned>();
-  for (const [id, o] of s.elements) elements.set(id, { owners: new Map(o.owners) });
-  return { sig: s.sig, perService: new Map(s.perService), elements, dynChains: new Set(s.dynChains) };
 }
 
 function epSet(els: readonly Element[] | undefined): Set<string> {
@@ -620,13 +624,16 @@ function epSet(els: readonly Element[] | undefined): Set<string> {
 
 /**
  * Incremental sync: only the elements of `input.changed` services. Never lists the table. Returns an empty program
- * when nothing changed in the kernel's view. `prev` is not modified.
+ * when nothing changed in the kernel's view. Cost is proportional to the changed services only: `prev` is UPDATED IN
+ * PLACE and returned as `state` (copying it would cost O(all elements) per sync); if applying the program fails, the
+ * caller must drop the state and do a full sync from scratch.
  */
 export function renderIncremental(input: SyncInput, opts: NftRenderOptions, prev: NftState): RenderResult {
   const family = opts.family;
   const { nf } = fam(family);
   const t = `${nf} ${opts.table}`;
-  const state = cloneState(prev);
+  const state = prev;
+  const prevDyn = new Set(prev.dynRefs.keys());
   const touched = new Set<string>();
   const before = new Map<string, string | undefined>();
   const affinityStale = new Set<string>();
@@ -671,13 +678,14 @@ export function renderIncremental(input: SyncInput, opts: NftRenderOptions, prev
     if (was === now) continue;
     if (was !== undefined) dels.push([set, key]);
     if (now !== undefined) adds.push([set, elemText(set, key, now)]);
+    adjustDynRef(state.dynRefs, set, was, -1);
+    adjustDynRef(state.dynRefs, set, now, +1);
   }
-  state.dynChains = neededChains(state);
   const lines: string[] = [];
-  for (const c of [...state.dynChains].sort(byName)) if (!prev.dynChains.has(c)) lines.push(...chainBlock(t, c, dynChainRules(family, c)));
+  for (const c of [...state.dynRefs.keys()].sort(byName)) if (!prevDyn.has(c)) lines.push(...chainBlock(t, c, dynChainRules(family, c)));
   lines.push(...elementCommands('delete', t, dels));
   lines.push(...elementCommands('add', t, adds));
-  for (const c of [...prev.dynChains].sort(byName)) if (!state.dynChains.has(c)) lines.push(`flush chain ${t} ${c}`, `delete chain ${t} ${c}`);
+  for (const c of [...prevDyn].sort(byName)) if (!state.dynRefs.has(c)) lines.push(`flush chain ${t} ${c}`, `delete chain ${t} ${c}`);
   return { program: lines.length ? lines.join('\n') + '\n' : '', state, affinityStale };
 }
 

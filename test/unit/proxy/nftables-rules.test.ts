@@ -89,9 +89,11 @@ describe('nftables rules: full sync', () => {
 });
 
 describe('nftables rules: incremental sync', () => {
-  const base = renderFull(syncInput([plan(a, [ep('10.244.1.2'), ep('10.244.2.3')]), plan(b, [ep('10.244.1.7', 53)])]), opts);
+  // renderIncremental updates the state in place: a fresh base per test
+  const mkBase = () => renderFull(syncInput([plan(a, [ep('10.244.1.2'), ep('10.244.2.3')]), plan(b, [ep('10.244.1.7', 53)])]), opts);
 
   it('endpoint added: delete + add of that service only, sorted', () => {
+    const base = mkBase();
     const r = renderIncremental(
       syncInput([plan(a, [ep('10.244.1.2'), ep('10.244.2.3'), ep('10.244.3.4')]), plan(b, [ep('10.244.1.7', 53)])], {
         full: false,
@@ -124,12 +126,14 @@ describe('nftables rules: incremental sync', () => {
       'delete chain ip flatnet-proxy np-2',
     ]);
     expect(r.affinityStale.size).toBe(0);
-    // the previous state is untouched (a failed apply can retry from it)
-    expect(base.state.perService.get(a.key)!.filter((e) => e.set === 'cluster-ep-tcp')).toHaveLength(2);
-    expect(base.state.dynChains.has('cluster-3')).toBe(false);
+    // the state is updated in place (no O(all elements) copy per sync)
+    expect(r.state).toBe(base.state);
+    expect(r.state.perService.get(a.key)!.filter((e) => e.set === 'cluster-ep-tcp')).toHaveLength(3);
+    expect([...r.state.dynRefs.keys()].sort()).toEqual(['aff-600', 'cluster-1', 'cluster-3', 'np-3']);
   });
 
   it('service deleted: every element it owned goes, nothing else', () => {
+    const base = mkBase();
     const r = renderIncremental(syncInput([plan(a, [ep('10.244.1.2'), ep('10.244.2.3')])], { full: false, changed: new Set([b.key]) }), opts, base.state);
     expect(sorted(r.program)).toEqual([
       'delete chain ip flatnet-proxy cluster-1',
@@ -143,6 +147,7 @@ describe('nftables rules: incremental sync', () => {
   });
 
   it('affinity removal marks the service stale and drops its chain', () => {
+    const base = mkBase();
     const r = renderIncremental(
       syncInput([plan({ ...a, affinityTimeoutSeconds: undefined }, [ep('10.244.1.2'), ep('10.244.2.3')]), plan(b, [ep('10.244.1.7', 53)])], {
         full: false,
