@@ -2,7 +2,7 @@
 // (dist/bin), on top of the overlay controller: code 11 / 50 before the subnet file exists, real pods across nodes
 // afterwards, DEL from the saved config after the subnet file changed.
 import { spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { renderSubnetEnv } from '../../plugins/vxlan/subnet.ts';
@@ -11,8 +11,22 @@ import { createNetns, type TestNetns } from '../helpers/netns.ts';
 
 const root = resolve(import.meta.dirname, '../..');
 const CNI_PATH = join(root, 'dist/bin');
-// the plugin under test runs from source (the development form of plugins/main.ts) unless FLATNET_VXLAN_BIN is set
-const VXLAN = process.env.FLATNET_VXLAN_BIN ? [process.env.FLATNET_VXLAN_BIN] : [join(root, 'node_modules/.bin/node'), join(root, 'plugins/main.ts'), 'vxlan'];
+// the plugin under test: FLATNET_VXLAN_BIN, else the built dist/bin/vxlan when it is newer than the plugin's sources,
+// else the development form of plugins/main.ts (so a stale build never hides a source change)
+function newestSource(dir: string): number {
+  let t = 0;
+  for (const e of readdirSync(dir, { withFileTypes: true, recursive: true })) {
+    if (e.isFile() && e.name.endsWith('.ts')) t = Math.max(t, statSync(join(e.parentPath, e.name)).mtimeMs);
+  }
+  return t;
+}
+const built = join(root, 'dist/bin/vxlan');
+const builtFresh = existsSync(built) && statSync(built).mtimeMs >= newestSource(join(root, 'plugins/vxlan'));
+const VXLAN = process.env.FLATNET_VXLAN_BIN
+  ? [process.env.FLATNET_VXLAN_BIN]
+  : builtFresh
+    ? [built]
+    : [join(root, 'node_modules/.bin/node'), join(root, 'plugins/main.ts'), 'vxlan'];
 const haveBuild = existsSync(join(CNI_PATH, 'bridge')) && existsSync(join(CNI_PATH, 'host-local'));
 
 let bed: Testbed;
@@ -125,6 +139,21 @@ describe.skipIf(!haveBuild)('vxlan CNI plugin over the overlay controller', () =
     expect(peerSeen(a!.ns, b!.ns, b!.ip, 7101)).toBe(a!.ip);
     expect(peerSeen(c!.ns, a!.ns, a!.ip, 7102)).toBe(c!.ip);
     expect(peerSeen(b!.ns, bed.external, bed.externalIp, 7103)).toBe(b!.node.ip);
+  });
+
+  it('CHECK passes for an attached pod (prevResult from ADD) and a 0.3.1 config gets a 0.3.1 result', () => {
+    const n2 = bed.nodes[1]!;
+    const ns = createNetns(`${bed.prefix}n2pd`);
+    const add = cni(n2, 'ADD', 'ctr-old', ns, conf(n2, '0.3.1'));
+    expect(add.code, add.stderr).toBe(0);
+    expect(add.json.cniVersion).toBe('0.3.1');
+    expect((add.json.ips as { version?: string }[])[0]!.version).toBe('4');
+    const chk = cni(n2, 'CHECK', 'ctr-old', ns, { ...conf(n2, '0.4.0'), prevResult: { ...add.json, cniVersion: '0.4.0' } });
+    expect(chk.code, `${chk.stderr} ${JSON.stringify(chk.json)}`).toBe(0);
+    const del = cni(n2, 'DEL', 'ctr-old', ns, conf(n2, '0.3.1'));
+    expect(del.code, del.stderr).toBe(0);
+    expect(links(ns)).toEqual(['lo']);
+    ns.remove();
   });
 
   it('DEL after the subnet file changed uses the saved config: IP released, veth gone; a second DEL succeeds', () => {
