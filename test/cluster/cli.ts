@@ -95,7 +95,9 @@ export async function up(o: UpOptions = {}, runner: Runner = new ExecRunner()): 
   const existing = loadState(name);
   if (existing) {
     if (clusterAlive(existing)) {
-      log(`cluster ${name} is already up`);
+      const e = existing.options;
+      const differs = (o.nodes !== undefined && o.nodes !== e.nodes) || (o.proxyMode !== undefined && o.proxyMode !== e.proxyMode) || (o.podNetwork !== undefined && o.podNetwork !== e.podNetwork);
+      log(`cluster ${name} is already up (${e.nodes} nodes, proxy ${e.proxyMode}, pod network ${e.podNetwork})${differs ? '; it differs from what was asked: run cluster:down first to change it' : ''}`);
       return existing;
     }
     log(`cluster ${name}: cleaning up a stale or broken previous run`);
@@ -127,7 +129,7 @@ export async function up(o: UpOptions = {}, runner: Runner = new ExecRunner()): 
   saveState(s);
   const t0 = Date.now();
   try {
-    log(`underlay ${s.bridge} ${opts.underlaySubnet}, ${nodes} node namespace(s) + external`);
+    log(`underlay ${s.bridge} ${opts.underlaySubnet}, ${nodes} node namespace(s) + external; proxy ${proxyMode}, pod network ${podNetwork}`);
     await createUnderlay(s, runner);
     const kubectl = await startControlPlane(s, runner, log);
     log('registering nodes and waiting for podCIDRs');

@@ -3,9 +3,10 @@
 import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { afterAll, describe, expect, it } from 'vitest';
 import { down } from '../cluster/cli.ts';
-import { clusterDir, type ClusterState } from '../cluster/state.ts';
+import { clusterDir, loadState, NODE24, REPO_ROOT, type ClusterState } from '../cluster/state.ts';
 import { runPrefix } from '../helpers/prefix.ts';
 import { clusterHandle, manifest, netexecPod, startCluster } from './helpers/cluster.ts';
 
@@ -27,13 +28,29 @@ function procs(): { pid: number; cmd: string[]; netns: string; root: string }[] 
   return out;
 }
 
+/** Nothing of cluster `name` is left on the machine (checked without the teardown code's own scans). */
+function expectMachineClean(name: string, nodeNetns: ReadonlySet<string> = new Set()): void {
+  const dir = clusterDir(name);
+  expect(existsSync('/var/run/netns') ? readdirSync('/var/run/netns').filter((n) => n.startsWith(`${name}-`)) : []).toEqual([]);
+  expect(readdirSync('/sys/class/net').filter((l) => l.startsWith(`${name}-`))).toEqual([]);
+  const after = procs();
+  expect(after.filter((p) => p.cmd.some((a) => a.includes(dir))).map((p) => p.cmd.join(' '))).toEqual([]);
+  expect(after.filter((p) => nodeNetns.has(p.netns) || p.root.startsWith(dir)).map((p) => p.cmd.join(' '))).toEqual([]);
+  expect(readFileSync('/proc/self/mountinfo', 'utf8')).not.toContain(dir);
+  expect(existsSync(dir)).toBe(false);
+}
+
 describe('cluster teardown', () => {
   const name = runPrefix();
+  const crashed = runPrefix();
   let s: ClusterState | undefined;
+  let cli: ChildProcess | undefined;
 
   afterAll(async () => {
     // safety net if an assertion failed before down ran
+    if (cli?.pid && cli.exitCode === null) cli.kill('SIGKILL');
     await down(name).catch(() => {});
+    await down(crashed).catch(() => {});
   });
 
   it('removes every namespace, link, process, mount and file the cluster made', async () => {
@@ -67,13 +84,32 @@ describe('cluster teardown', () => {
     expect(left).toEqual({ netns: [], links: [], pids: [], mounts: [], files: [] });
 
     // independent checks
-    expect(readdirSync('/var/run/netns').filter((n) => n.startsWith(`${name}-`))).toEqual([]);
-    expect(readdirSync('/sys/class/net').filter((l) => l.startsWith(`${name}-`))).toEqual([]);
-    const after = procs();
-    expect(after.filter((p) => p.cmd.some((a) => a.includes(dir)))).toEqual([]);
-    expect(after.filter((p) => p.netns === podNetnsPath || nodeNetns.has(p.netns) || p.root.startsWith(dir))).toEqual([]);
-    expect(readFileSync('/proc/self/mountinfo', 'utf8')).not.toContain(dir);
-    expect(existsSync(dir)).toBe(false);
+    expectMachineClean(name, new Set([...nodeNetns, podNetnsPath]));
     expect(shimSockets.filter((p) => existsSync(p))).toEqual([]);
+  });
+
+  it('cleans up after `up` was killed half-way (from the state record plus scans)', async () => {
+    cli = spawn(NODE24, [join(REPO_ROOT, 'test', 'cluster', 'cli.ts'), 'up', '--name', crashed, '--nodes', '2', '--proxy-mode', 'iptables'], {
+      stdio: 'ignore',
+    });
+    // kill it once the runtimes are being started: control plane and namespaces exist, containerd may be mid-start
+    const deadline = Date.now() + 240_000;
+    for (;;) {
+      const st = loadState(crashed);
+      if (st?.processes.some((p) => p.role === 'daemon') || st?.nodes.some((n) => n.criSocket)) break;
+      if (Date.now() > deadline || cli.exitCode !== null) throw new Error(`up of ${crashed} did not get far enough (exit ${cli.exitCode})`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    await new Promise((r) => setTimeout(r, 1500));
+    cli.kill('SIGKILL');
+    await new Promise((r) => cli!.once('close', r));
+    const st = loadState(crashed)!;
+    expect(st.phase).toBe('creating');
+    expect(readdirSync('/var/run/netns').filter((n) => n.startsWith(`${crashed}-`)).length).toBe(3);
+    const nodeNetns = new Set(st.netns.filter((n) => existsSync(`/var/run/netns/${n}`)).map((n) => `net:[${statSync(`/var/run/netns/${n}`).ino}]`));
+
+    const left = await down(crashed);
+    expect(left).toEqual({ netns: [], links: [], pids: [], mounts: [], files: [] });
+    expectMachineClean(crashed, nodeNetns);
   });
 });

@@ -74,8 +74,9 @@ export function nodeKubectl(s: ClusterState, n: NodeRecord, runner: Runner): Kub
 
 /** Registers every Node, waits for node-ipam's podCIDRs, writes the CNI config and (routes mode) the pod routes. */
 export async function registerNodes(s: ClusterState, admin: Kubectl, runner: Runner): Promise<void> {
-  await Promise.all(s.nodes.map((n) => registerNode(nodeKubectl(s, n, runner), nodeIdentity(s, n), admin, n)));
+  // one at a time, so node-ipam hands out podCIDRs in node order (control plane 10.244.0.0/24, as in kind)
   for (const n of s.nodes) {
+    await registerNode(nodeKubectl(s, n, runner), nodeIdentity(s, n), admin, n);
     const cidr = await waitPodCIDR(admin, n.name);
     record(s, () => {
       n.podCIDR = cidr;
