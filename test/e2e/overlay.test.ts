@@ -181,6 +181,7 @@ describe('vxlan overlay on the local cluster', () => {
         for (const n of c.nodeNames) if ((await overlayRoutes(n)).some((r) => r.startsWith(cidr))) return false;
         return true;
       }, 10_000);
+      console.error(`[overlay e2e] peer propagation to all ${c.nodeNames.length} nodes: add ${added} ms, remove ${removed} ms (incl. polling)`);
       expect(added, 'add propagation ms').toBeLessThan(2000);
       expect(removed, 'remove propagation ms').toBeLessThan(2000);
     } finally {
@@ -193,6 +194,7 @@ describe('vxlan overlay on the local cluster', () => {
     await sh(n, ['ip', 'link', 'del', 'flatnet.1']);
     const took = await until('flatnet.1 back with routes', async () => (await device(n)) !== undefined && (await overlayRoutes(n)).length === 2, 15_000);
     await until('cross-node traffic after heal', () => ok(`${ns}/a1`, ['ping', '-c1', '-W1', ips.get('b1')!]), 10_000);
+    console.error(`[overlay e2e] flatnet.1 recreated with its routes ${took} ms after deletion`);
     expect(took).toBeLessThan(15_000);
   });
 
