@@ -132,7 +132,8 @@ describe('node agent (kubelet stand-in)', () => {
       return ready(x) && x;
     });
     expect(p.status?.podIP).toBe(worker.ip);
-    expect(curlFrom(s.external!.netns, `http://${worker.ip}:18181/hostname`)).toEqual({ code: 200, body: 'hostnet' });
+    // like agnhost in a hostNetwork pod, it reports the node's hostname
+    expect(curlFrom(s.external!.netns, `http://${worker.ip}:18181/hostname`)).toEqual({ code: 200, body: worker.name });
   });
 
   it('graceful delete: SIGTERM, terminating endpoint (serving follows readiness), then sandbox removed and object gone', async () => {

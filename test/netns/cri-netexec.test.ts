@@ -17,8 +17,8 @@ let pod2: TestNetns;
 let client: TestNetns;
 const procs: ChildProcess[] = [];
 
-function startNetexec(ns: TestNetns, args: string[], env: Record<string, string> = {}): { child: ChildProcess; exited: Promise<number | null>; stderr: () => string } {
-  const child = spawn('nsenter', [`--net=${ns.path}`, '--', process.execPath, MAIN, 'netexec', ...args], {
+function startNetexec(ns: TestNetns, args: string[], env: Record<string, string> = {}, sub = 'netexec'): { child: ChildProcess; exited: Promise<number | null>; stderr: () => string } {
+  const child = spawn('nsenter', [`--net=${ns.path}`, '--', process.execPath, MAIN, sub, ...args], {
     stdio: ['ignore', 'ignore', 'pipe'],
     env: { ...process.env, ...env },
   });
@@ -149,6 +149,28 @@ describe('netexec (agnhost-compatible)', () => {
     await waitHttp(client, `http://${POD2_IP}:7071/healthz`);
     curl(client, `http://${POD2_IP}:7071/exit?code=3`);
     expect(await e.exited).toBe(3);
+  });
+
+  it('serve-hostname answers its hostname over HTTP (any path), raw TCP and UDP', async () => {
+    startNetexec(pod2, ['--port', '9376'], { POD_NAME: 'sh-http' }, 'serve-hostname');
+    startNetexec(pod2, ['--tcp', '--udp', '--http=false', '--port=9377'], { POD_NAME: 'sh-raw' }, 'serve-hostname');
+    await waitHttp(client, `http://${POD2_IP}:9376/`);
+    expect(curl(client, `http://${POD2_IP}:9376/anything`)).toEqual({ code: 200, body: 'sh-http' });
+    const end = Date.now() + 10_000;
+    let tcp = '';
+    while (Date.now() < end && tcp !== 'sh-raw') {
+      tcp = spawnSync('ip', ['netns', 'exec', client.name, 'socat', '-T', '2', '-u', `TCP:${POD2_IP}:9377`, 'STDOUT'], { encoding: 'utf8' }).stdout;
+      if (tcp !== 'sh-raw') await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(tcp).toBe('sh-raw');
+    expect(udp(client, POD2_IP, 9377, 'x')).toBe('sh-raw');
+  });
+
+  it('porter serves each SERVE_PORT_<n> body on its port', async () => {
+    startNetexec(pod2, [], { SERVE_PORT_9080: 'foo', SERVE_PORT_9081: 'bar' }, 'porter');
+    await waitHttp(client, `http://${POD2_IP}:9081/`);
+    expect(curl(client, `http://${POD2_IP}:9080/x`)).toEqual({ code: 200, body: 'foo' });
+    expect(curl(client, `http://${POD2_IP}:9081/`)).toEqual({ code: 200, body: 'bar' });
   });
 
   it('rejects unknown flags with a clear error', async () => {

@@ -102,33 +102,42 @@ export function podHostname(pod: V1Pod): string {
 }
 
 export type Workload =
-  | { kind: 'netexec'; argv: string[]; httpPort: number; udpPort: number }
+  | { kind: 'agnhost'; subcommand: string; argv: string[]; /** the TCP port that answers once it serves, if any */ readyPort?: number }
   | { kind: 'placeholder'; argv: string[]; reason: string };
 
-/** How a container runs here: agnhost netexec -> our netexec server; anything else -> a sleeping placeholder. */
+const EMULATED = ['netexec', 'serve-hostname', 'porter', 'pause'];
+
+function flagValue(flags: readonly string[], name: string): string | undefined {
+  for (let i = 0; i < flags.length; i++) {
+    const f = flags[i]!;
+    if (f === `--${name}` || f === `-${name}`) return flags[i + 1];
+    const m = new RegExp(`^--?${name}=(.*)$`).exec(f);
+    if (m) return m[1];
+  }
+  return undefined;
+}
+
+/**
+ * How a container runs here: agnhost netexec / serve-hostname / porter / pause -> our emulation
+ * (test/cluster/netexec/main.ts); anything else -> a sleeping placeholder (its network identity is the sandbox's).
+ */
 export function workloadFor(c: V1Container, ctx: Pick<AgentContext, 'netexecMain' | 'nodeBin'>): Workload {
   const args = [...(c.command ?? []), ...(c.args ?? [])];
   // agnhost images use the entrypoint /agnhost; `command: ["/agnhost", "netexec", ...]` or args only
   const cleaned = args[0] && /(^|\/)agnhost$/.test(args[0]) ? args.slice(1) : args;
-  if (AGNHOST_IMAGE.test(c.image ?? '') && cleaned[0] === 'netexec') {
+  const sub = cleaned[0] ?? '';
+  if (AGNHOST_IMAGE.test(c.image ?? '') && EMULATED.includes(sub)) {
     const flags = cleaned.slice(1);
-    const get = (name: string, def: number): number => {
-      for (let i = 0; i < flags.length; i++) {
-        const f = flags[i]!;
-        if (f === `--${name}` || f === `-${name}`) return Number(flags[i + 1]);
-        const m = new RegExp(`^--?${name}=(.*)$`).exec(f);
-        if (m) return Number(m[1]);
-      }
-      return def;
-    };
-    return {
-      kind: 'netexec',
-      argv: [ctx.nodeBin, ctx.netexecMain, 'netexec', ...flags],
-      httpPort: get('http-port', 8080),
-      udpPort: get('udp-port', 8081),
-    };
+    let readyPort: number | undefined;
+    if (sub === 'netexec') readyPort = Number(flagValue(flags, 'http-port') ?? 8080);
+    if (sub === 'serve-hostname') {
+      const udpOnly = flags.some((f) => /^--?udp(=true)?$/.test(f)) && !flags.some((f) => /^--?tcp(=true)?$/.test(f));
+      readyPort = udpOnly ? undefined : Number(flagValue(flags, 'port') ?? 9376);
+    }
+    return { kind: 'agnhost', subcommand: sub, argv: [ctx.nodeBin, ctx.netexecMain, sub, ...flags], ...(readyPort ? { readyPort } : {}) };
   }
-  const reason = AGNHOST_IMAGE.test(c.image ?? '') ? `agnhost ${cleaned[0] ?? '(no subcommand)'} is not emulated` : `image ${c.image} is not emulated`;
+  if (/(^|\/)pause(:|@|$)/.test(c.image ?? '')) return { kind: 'agnhost', subcommand: 'pause', argv: [ctx.nodeBin, ctx.netexecMain, 'pause'] };
+  const reason = AGNHOST_IMAGE.test(c.image ?? '') ? `agnhost ${sub || '(no subcommand)'} is not emulated` : `image ${c.image} is not emulated`;
   return { kind: 'placeholder', argv: ['sleep', 'infinity'], reason };
 }
 
@@ -163,8 +172,8 @@ export function probeTiming(p: V1Probe | undefined): ProbeTiming {
 }
 
 /**
- * The readiness check for a container: its httpGet/tcpSocket readinessProbe against the pod IP; without one, a
- * netexec workload is ready when its HTTP port answers and anything else when its process runs.
+ * The readiness check for a container: its httpGet/tcpSocket readinessProbe against the pod IP; without one, an
+ * emulated agnhost server is ready when its port answers and anything else when its process runs.
  */
 export function readinessFor(c: V1Container, podIP: string, w: Workload): ProbeSpec {
   const p = c.readinessProbe;
@@ -180,7 +189,7 @@ export function readinessFor(c: V1Container, podIP: string, w: Workload): ProbeS
     const port = resolvePort(p.tcpSocket.port as number | string, c);
     if (port !== undefined) return { kind: 'tcp', host: p.tcpSocket.host || podIP, port };
   }
-  if (!p && w.kind === 'netexec') return { kind: 'tcp', host: podIP, port: w.httpPort };
+  if (!p && w.kind === 'agnhost' && w.readyPort) return { kind: 'tcp', host: podIP, port: w.readyPort };
   return { kind: 'process' };
 }
 

@@ -227,6 +227,8 @@ export class PodWorker {
     const pod = this.pod;
     const env: Record<string, string> = {
       POD_NAME: pod.metadata!.name!,
+      // what os.Hostname() returns in the real pod: the node's name for hostNetwork pods
+      NETEXEC_HOSTNAME: pod.spec?.hostNetwork ? this.d.nodeName : podHostname(pod),
       POD_NAMESPACE: pod.metadata!.namespace ?? 'default',
       KUBERNETES_SERVICE_HOST: '10.96.0.1',
       KUBERNETES_SERVICE_PORT: '443',

@@ -39,9 +39,9 @@ export const DEFAULTS: Omit<NetexecOptions, 'onExit' | 'log' | 'hostname'> = {
   delayShutdown: 0,
 };
 
-/** POD_NAME (set by the agent, since pods share the node's UTS namespace here), else the OS hostname. */
+/** NETEXEC_HOSTNAME (the agent sets the pod's hostname there), else POD_NAME, else the OS hostname. */
 export function defaultHostname(env: NodeJS.ProcessEnv = process.env): string {
-  return env['POD_NAME'] || env['HOSTNAME'] || os.hostname();
+  return env['NETEXEC_HOSTNAME'] || env['POD_NAME'] || os.hostname();
 }
 
 /** Parse agnhost-style flags (`--name=value` or `--name value`) after the `netexec` subcommand. */
