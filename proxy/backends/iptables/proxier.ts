@@ -7,7 +7,7 @@
 import { Iptables, detectMode, type IptablesMode } from '../../../lib/iptables/index.ts';
 import type { Runner } from '../../../lib/exec/runner.ts';
 import type { IpFamily, ProxyBackend, SyncInput } from '../../model/types.ts';
-import { builtinJumps, renderRules, topNames, type RenderResult, type RuleOptions, type Table } from './rules.ts';
+import { builtinJumps, renderRules, topNames, type RenderResult, type RuleOptions, type Table, type TopRule } from './rules.ts';
 
 export interface LoggerLike {
   debug(obj: unknown, msg?: string): void;
@@ -41,6 +41,9 @@ export class IptablesProxier implements ProxyBackend {
   private readonly prefix: string;
   private ipt = new Map<IpFamily, Iptables>();
   private existing = new Map<IpFamily, Record<Table, Set<string>> | undefined>();
+  private topRules = new Map<IpFamily, Map<string, TopRule[]>>();
+  /** built-in chain jumps missing at the last full sync's save (inserted after the restore) */
+  private missingJumps = new Map<IpFamily, ReturnType<typeof builtinJumps>>();
   private iptMode: IptablesMode | undefined;
   /** stats of the last sync per family */
   readonly lastStats = new Map<IpFamily, SyncStats>();
@@ -70,22 +73,21 @@ export class IptablesProxier implements ProxyBackend {
   private async readChains(ipt: Iptables): Promise<Record<Table, Set<string>>> {
     const out: Record<Table, Set<string>> = { filter: new Set(), nat: new Set(), mangle: new Set() };
     const re = new RegExp(`^:(${this.prefix}-\\S+) `, 'gm');
+    const missing: ReturnType<typeof builtinJumps> = [];
     for (const t of TABLES) {
       const text = await ipt.saveText(t);
       for (const m of text.matchAll(re)) out[t].add(m[1]!);
+      const lines = text.split('\n');
+      for (const j of builtinJumps(this.prefix)) {
+        if (j.table !== t) continue;
+        const target = j.args[j.args.length - 1]!;
+        const comment = j.args[j.args.indexOf('--comment') + 1]!;
+        const found = lines.some((l) => l.startsWith(`-A ${j.chain} `) && l.endsWith(`-j ${target}`) && l.includes(comment));
+        if (!found) missing.push(j);
+      }
     }
+    this.missingJumps.set(ipt.family, missing);
     return out;
-  }
-
-  private async ensureJumps(ipt: Iptables): Promise<void> {
-    // runs after the restore, so every target chain exists
-    const jumps = builtinJumps(this.prefix);
-    // insert missing jumps at the top, in reverse so that the final order is ours
-    for (let i = jumps.length - 1; i >= 0; i--) {
-      const j = jumps[i]!;
-      if (await ipt.exists(j.table, j.chain, j.args)) continue;
-      await ipt.run(['-t', j.table, '-I', j.chain, '1', ...j.args]);
-    }
   }
 
   private async canaryPresent(ipt: Iptables): Promise<boolean> {
@@ -97,8 +99,9 @@ export class IptablesProxier implements ProxyBackend {
     const family = input.family;
     const ipt = await this.iptables(family);
     let existing = this.existing.get(family);
-    let full = input.full || existing === undefined;
-    if (!full && !(await this.canaryPresent(ipt))) {
+    let full = input.full || existing === undefined || !this.topRules.has(family);
+    // periodic (no-change) syncs check that nobody flushed our chains, as kube-proxy's canary does
+    if (!full && input.changed.size === 0 && !(await this.canaryPresent(ipt))) {
       this.opts.log?.warn({ family }, 'canary chain missing: someone flushed our rules; doing a full sync');
       full = true;
     }
@@ -108,17 +111,20 @@ export class IptablesProxier implements ProxyBackend {
       }
       existing = await this.readChains(ipt);
     }
-    const res: RenderResult = renderRules({ ...input, full }, this.opts, existing);
+    const insertJumps = full ? (this.missingJumps.get(family) ?? []) : [];
+    const res: RenderResult = renderRules({ ...input, full }, this.opts, { chains: existing, top: this.topRules.get(family), insertJumps });
     this.lastProgram.set(family, res.text);
     const t0 = performance.now();
     try {
       await ipt.restore(res.text);
-      if (full) await this.ensureJumps(ipt);
+      if (full) this.missingJumps.set(family, []);
     } catch (err) {
       this.existing.set(family, undefined); // unknown state: the next sync is full and re-reads the kernel
+      this.topRules.delete(family);
       throw err;
     }
     this.existing.set(family, res.chains);
+    this.topRules.set(family, res.top);
     const st: SyncStats = {
       full,
       bytes: res.text.length,
@@ -153,6 +159,7 @@ export class IptablesProxier implements ProxyBackend {
       }
       if (lines.length) await ipt.restore(lines.join('\n') + '\n');
       this.existing.set(family, undefined);
+      this.topRules.delete(family);
     }
   }
 }

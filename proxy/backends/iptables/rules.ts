@@ -33,6 +33,37 @@ export interface RenderResult {
   deleted: Record<Table, string[]>;
   /** number of per-service chains written */
   chainsWritten: number;
+  /** per ServicePort key, its rules in the top-level chains (feed back as RenderState.top for the next partial) */
+  top: Map<string, TopRule[]>;
+}
+
+/** One rule of a service in a shared top-level chain, as `-A CHAIN spec`. */
+export interface TopRule {
+  table: Table;
+  line: string;
+}
+
+/** What the kernel holds after the last successful program (from the previous RenderResult). */
+export interface RenderState {
+  /** chains flatnet owns now, per table */
+  chains?: Partial<Record<Table, ReadonlySet<string>>>;
+  /** per-service top-level rules now in the kernel; required for partial syncs */
+  top?: ReadonlyMap<string, TopRule[]>;
+  /** jumps from built-in chains to insert (those found missing); inserted at the top, keeping builtinJumps order */
+  insertJumps?: readonly BuiltinJump[];
+}
+
+/** Partial sync: replace a service's rules in the shared chains without flushing them (-D old, -I new at the top). */
+function editTop(w: Writer, old: readonly TopRule[], next: readonly TopRule[]): void {
+  const k = (r: TopRule): string => `${r.table} ${r.line}`;
+  const keep = new Set(next.map(k));
+  const had = new Set(old.map(k));
+  for (const r of old) if (!keep.has(k(r))) w.add(r.table, '-D' + r.line.slice(2));
+  for (const r of next) {
+    if (had.has(k(r))) continue;
+    const sp = r.line.indexOf(' ', 3);
+    w.add(r.table, `-I ${r.line.slice(3, sp)} 1${r.line.slice(sp)}`);
+  }
 }
 
 export interface Names {
@@ -193,11 +224,8 @@ class Writer {
  * sync, or iptables-save on start-up); chains in it that the new state lacks are flushed and deleted. In a partial
  * sync (input.full false) per-service chains of ServicePorts not in input.changed are assumed present and kept.
  */
-export function renderRules(
-  input: SyncInput,
-  opts: RuleOptions = {},
-  existing?: Partial<Record<Table, ReadonlySet<string>>>,
-): RenderResult {
+export function renderRules(input: SyncInput, opts: RuleOptions = {}, state?: RenderState): RenderResult {
+  const existing = state?.chains;
   const prefix = opts.chainPrefix ?? 'FLATNET';
   const n = topNames(prefix);
   const fam = input.family;
@@ -208,7 +236,7 @@ export function renderRules(
   const owned: Record<Table, Set<string>> = { filter: new Set(), nat: new Set(), mangle: new Set() };
   let chainsWritten = 0;
 
-  const top: [Table, string][] = [
+  const topChains: [Table, string][] = [
     ['mangle', n.canary],
     ['filter', n.canary],
     ['filter', n.services],
@@ -223,8 +251,8 @@ export function renderRules(
     ['nat', n.postrouting],
     ['nat', n.markMasq],
   ];
-  for (const [t, c] of top) {
-    w.declare(t, c);
+  for (const [t, c] of topChains) {
+    if (input.full) w.declare(t, c);
     owned[t].add(c);
   }
 
@@ -232,22 +260,27 @@ export function renderRules(
   const rejectWith = (proto: string): string =>
     proto === 'TCP' ? '-j REJECT --reject-with tcp-reset' : fam === 4 ? '-j REJECT --reject-with icmp-port-unreachable' : '-j REJECT --reject-with icmp6-port-unreachable';
 
-  // static chains
-  w.add('nat', `-A ${n.markMasq} -j MARK --or-mark ${mark}`);
-  w.add('nat', `-A ${n.postrouting} -m mark ! --mark ${markMatch} -j RETURN`);
-  w.add('nat', `-A ${n.postrouting} -j MARK --xor-mark ${mark}`);
-  w.add('nat', `-A ${n.postrouting} ${comment('flatnet service traffic requiring SNAT')} -j MASQUERADE --random-fully`);
-  w.add('filter', `-A ${n.forward} -m conntrack --ctstate INVALID -j DROP`);
-  w.add('filter', `-A ${n.forward} ${comment('flatnet forwarding rules')} -m mark --mark ${markMatch} -j ACCEPT`);
-  w.add('filter', `-A ${n.forward} ${comment('flatnet forwarding conntrack rule')} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT`);
+  // static rules (full syncs only: a partial sync leaves the top-level chains in place and edits them rule by rule)
+  const st = (t: Table, line: string): void => {
+    if (input.full) w.add(t, line);
+  };
+  st('nat', `-A ${n.markMasq} -j MARK --or-mark ${mark}`);
+  st('nat', `-A ${n.postrouting} -m mark ! --mark ${markMatch} -j RETURN`);
+  st('nat', `-A ${n.postrouting} -j MARK --xor-mark ${mark}`);
+  st('nat', `-A ${n.postrouting} ${comment('flatnet service traffic requiring SNAT')} -j MASQUERADE --random-fully`);
+  st('filter', `-A ${n.forward} -m conntrack --ctstate INVALID -j DROP`);
+  st('filter', `-A ${n.forward} ${comment('flatnet forwarding rules')} -m mark --mark ${markMatch} -j ACCEPT`);
+  st('filter', `-A ${n.forward} ${comment('flatnet forwarding conntrack rule')} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT`);
   const localhostNP = !!opts.localhostNodePorts && fam === 4;
   if (localhostNP) {
-    w.add(
+    st(
       'filter',
       `-A ${n.firewall} ${comment('block incoming localnet connections')} -d 127.0.0.0/8 ! -s 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP`,
     );
   }
 
+  const topOut = new Map<string, TopRule[]>();
+  const prev = state?.top;
   const keys = [...input.plans.keys()].sort();
   for (const key of keys) {
     const plan = input.plans.get(key)!;
@@ -272,53 +305,61 @@ export function renderRules(
     const usesExt = hasAny && external;
     const usesFw = usesExt && vips.length > 0 && s.loadBalancerSourceRanges.length > 0;
     const internalChain = internalLocal ? ch.xlb : ch.svc;
+    const tops: TopRule[] = [];
+    const top = (t: Table, line: string): void => {
+      tops.push({ table: t, line });
+    };
 
     // --- top-level nat
     if (hasInternal) {
-      w.add('nat', `-A ${n.services} ${comment(`${name} cluster IP`)} -d ${withMask(s.clusterIP, fam)} ${pm} -j ${internalChain}`);
+      top('nat', `-A ${n.services} ${comment(`${name} cluster IP`)} -d ${withMask(s.clusterIP, fam)} ${pm} -j ${internalChain}`);
     }
     if (usesExt) {
       for (const ip of s.externalIPs) {
-        w.add('nat', `-A ${n.services} ${comment(`${name} external IP`)} -d ${withMask(ip, fam)} ${pm} -j ${ch.ext}`);
+        top('nat', `-A ${n.services} ${comment(`${name} external IP`)} -d ${withMask(ip, fam)} ${pm} -j ${ch.ext}`);
       }
       for (const ip of vips) {
-        w.add('nat', `-A ${n.services} ${comment(`${name} loadbalancer IP`)} -d ${withMask(ip, fam)} ${pm} -j ${usesFw ? ch.fw : ch.ext}`);
+        top('nat', `-A ${n.services} ${comment(`${name} loadbalancer IP`)} -d ${withMask(ip, fam)} ${pm} -j ${usesFw ? ch.fw : ch.ext}`);
       }
       if (s.nodePort > 0) {
-        w.add('nat', `-A ${n.nodePorts} ${comment(name)} ${portMatch(s.protocol, s.nodePort)} -j ${ch.ext}`);
+        top('nat', `-A ${n.nodePorts} ${comment(name)} ${portMatch(s.protocol, s.nodePort)} -j ${ch.ext}`);
       }
     }
 
     // --- filter
     if (!hasAny) {
       const c = comment(`${name} has no endpoints`);
-      w.add('filter', `-A ${n.services} ${c} -d ${withMask(s.clusterIP, fam)} ${pm} ${rejectWith(s.protocol)}`);
+      top('filter', `-A ${n.services} ${c} -d ${withMask(s.clusterIP, fam)} ${pm} ${rejectWith(s.protocol)}`);
       for (const ip of [...s.externalIPs, ...vips]) {
-        w.add('filter', `-A ${n.externalServices} ${c} -d ${withMask(ip, fam)} ${pm} ${rejectWith(s.protocol)}`);
+        top('filter', `-A ${n.externalServices} ${c} -d ${withMask(ip, fam)} ${pm} ${rejectWith(s.protocol)}`);
       }
       if (s.nodePort > 0) {
-        w.add('filter', `-A ${n.externalServices} ${c} -m addrtype --dst-type LOCAL ${portMatch(s.protocol, s.nodePort)} ${rejectWith(s.protocol)}`);
+        top('filter', `-A ${n.externalServices} ${c} -m addrtype --dst-type LOCAL ${portMatch(s.protocol, s.nodePort)} ${rejectWith(s.protocol)}`);
       }
     } else {
       if (!hasInternal) {
-        w.add('filter', `-A ${n.services} ${comment(`${name} has no local endpoints`)} -d ${withMask(s.clusterIP, fam)} ${pm} -j DROP`);
+        top('filter', `-A ${n.services} ${comment(`${name} has no local endpoints`)} -d ${withMask(s.clusterIP, fam)} ${pm} -j DROP`);
       }
       if (!hasExternal) {
         const c = comment(`${name} has no local endpoints`);
-        for (const ip of [...s.externalIPs, ...vips]) w.add('filter', `-A ${n.externalServices} ${c} -d ${withMask(ip, fam)} ${pm} -j DROP`);
+        for (const ip of [...s.externalIPs, ...vips]) top('filter', `-A ${n.externalServices} ${c} -d ${withMask(ip, fam)} ${pm} -j DROP`);
         if (s.nodePort > 0) {
-          w.add('filter', `-A ${n.externalServices} ${c} -m addrtype --dst-type LOCAL ${portMatch(s.protocol, s.nodePort)} -j DROP`);
+          top('filter', `-A ${n.externalServices} ${c} -m addrtype --dst-type LOCAL ${portMatch(s.protocol, s.nodePort)} -j DROP`);
         }
       }
     }
     if (usesFw) {
       for (const ip of vips) {
-        w.add('filter', `-A ${n.proxyFirewall} ${comment(`${name} traffic not accepted by ${ch.fw}`)} -d ${withMask(ip, fam)} ${pm} -j DROP`);
+        top('filter', `-A ${n.proxyFirewall} ${comment(`${name} traffic not accepted by ${ch.fw}`)} -d ${withMask(ip, fam)} ${pm} -j DROP`);
       }
     }
     if (s.healthCheckNodePort > 0) {
-      w.add('filter', `-A ${n.nodePorts} ${comment(`${name} health check node port`)} -p tcp -m tcp --dport ${s.healthCheckNodePort} -j ACCEPT`);
+      top('filter', `-A ${n.nodePorts} ${comment(`${name} health check node port`)} -p tcp -m tcp --dport ${s.healthCheckNodePort} -j ACCEPT`);
     }
+
+    topOut.set(key, tops);
+    if (input.full) for (const r of tops) w.add(r.table, r.line);
+    else if (write) editTop(w, prev?.get(key) ?? [], tops);
 
     // --- per-service chains
     const wanted: string[] = [];
@@ -392,19 +433,27 @@ export function renderRules(
     }
   }
 
+  if (!input.full) {
+    for (const key of input.changed) {
+      if (input.plans.get(key)?.svc.family === fam) continue;
+      const old = prev?.get(key);
+      if (old) editTop(w, old, []);
+    }
+  }
+
   // NodePorts: last in SERVICES
   const npa = cfg.nodePortAddresses.filter((a) => a !== 'primary');
   const npTarget = `${comment('flatnet service nodeports; NOTE: this must be the last rule in this chain')}`;
   if (npa.length === 0) {
     for (const ip of input.node.ips.filter((ip) => cidrFamily(ip) === fam)) {
-      w.add('nat', `-A ${n.services} ${npTarget} -d ${withMask(ip, fam)} -j ${n.nodePorts}`);
+      st('nat', `-A ${n.services} ${npTarget} -d ${withMask(ip, fam)} -j ${n.nodePorts}`);
     }
-    if (localhostNP) w.add('nat', `-A ${n.services} ${npTarget} -d 127.0.0.0/8 -j ${n.nodePorts}`);
+    if (localhostNP) st('nat', `-A ${n.services} ${npTarget} -d 127.0.0.0/8 -j ${n.nodePorts}`);
   } else {
     for (const cidr of npa.filter((c) => cidrFamily(c) === fam)) {
       const all = cidr === '0.0.0.0/0' || cidr === '::/0';
       const lo = fam === 4 && !localhostNP ? ' ! -d 127.0.0.0/8' : '';
-      w.add('nat', `-A ${n.services} ${npTarget}${all ? '' : ` -d ${cidr}`}${lo} -m addrtype --dst-type LOCAL -j ${n.nodePorts}`);
+      st('nat', `-A ${n.services} ${npTarget}${all ? '' : ` -d ${cidr}`}${lo} -m addrtype --dst-type LOCAL -j ${n.nodePorts}`);
     }
   }
 
@@ -421,7 +470,12 @@ export function renderRules(
       w.tail[t].push(`-X ${c}`);
     }
   }
-  return { text: w.render(), chains: owned, deleted, chainsWritten };
+  const jumps = state?.insertJumps ?? [];
+  for (let i = jumps.length - 1; i >= 0; i--) {
+    const j = jumps[i]!;
+    w.tail[j.table].push(`-I ${j.chain} 1 ${j.args.map((a) => (/^[\w./:,!=+-]+$/.test(a) ? a : `"${a}"`)).join(' ')}`);
+  }
+  return { text: w.render(), chains: owned, deleted, chainsWritten, top: topOut };
 }
 
 /** Does CIDR text contain IP text? (IPv4 and IPv6; small, dependency-free) */

@@ -241,6 +241,50 @@ describe('iptables rules: configuration variants', () => {
   });
 });
 
+type Kernel = Map<string, string[]>; // "table chain" -> rule specs
+
+/** A strict model of iptables-restore --noflush: declare flushes, -D must match, -X needs an empty unreferenced chain. */
+function applyProgram(prev: Kernel, text: string): Kernel {
+  const k: Kernel = new Map([...prev].map(([c, r]) => [c, [...r]]));
+  let table = '';
+  for (const line of text.split('\n')) {
+    if (!line || line === 'COMMIT') continue;
+    if (line.startsWith('*')) table = line.slice(1);
+    else if (line.startsWith(':')) k.set(`${table} ${line.slice(1).split(' ')[0]}`, []);
+    else {
+      const [op, chain, ...rest] = line.split(' ');
+      const id = `${table} ${chain}`;
+      const builtin = /^[A-Z]+$/.test(chain!) && !chain!.includes('-');
+      if (!k.has(id) && !builtin) throw new Error(`no chain ${id}: ${line}`);
+      const rules = k.get(id) ?? [];
+      if (op === '-A') rules.push(rest.join(' '));
+      else if (op === '-I') rules.splice(Number(rest[0]) - 1, 0, rest.slice(1).join(' '));
+      else if (op === '-D') {
+        const i = rules.indexOf(rest.join(' '));
+        if (i < 0) throw new Error(`-D of a missing rule: ${line}`);
+        rules.splice(i, 1);
+      } else if (op === '-X') {
+        if (rules.length) throw new Error(`-X of a non-empty chain: ${line}`);
+        for (const [c, rs] of k) if (c.startsWith(table + ' ') && rs.some((r) => r.endsWith(`-j ${chain}`))) throw new Error(`-X of a referenced chain ${chain} (from ${c})`);
+        k.delete(id);
+        continue;
+      } else throw new Error(`unknown op ${line}`);
+      if (!builtin) k.set(id, rules);
+    }
+  }
+  return k;
+}
+
+/** chains with their rules; order-insensitive inside the shared per-service chains, ordered elsewhere */
+function snapshot(k: Kernel): Record<string, string[]> {
+  const out: Record<string, string[]> = {};
+  for (const [c, rules] of [...k].sort()) {
+    const shared = /FLATNET-(SERVICES|EXTERNAL-SERVICES|NODEPORTS|PROXY-FIREWALL)$/.test(c);
+    out[c] = shared ? [...rules.slice(0, rules.length - rules.filter((r) => r.includes('must be the last rule')).length)].sort().concat(rules.filter((r) => r.includes('must be the last rule'))) : rules;
+  }
+  return out;
+}
+
 describe('iptables rules: text', () => {
   it('one ClusterIP service renders exactly these rules (sorted)', () => {
     const s = sp('one', { clusterIP: '10.96.0.5' });
@@ -281,7 +325,7 @@ describe('iptables rules: text', () => {
     const partial = renderRules(
       { full: false, changed: new Set([webKey, 'ns/dns:dns/UDP/v4']), plans: planServices(all, endpoints, node, 4), node, config: baseConfig, family: 4 },
       {},
-      full.chains,
+      { chains: full.chains, top: full.top },
     );
     const declared = partial.text.split('\n').filter((l) => /^:FLATNET-(SVC|SEP|EXT|XLB|FW)-/.test(l)).map((l) => l.slice(1, -8));
     const web = serviceChains(webKey);
@@ -292,7 +336,42 @@ describe('iptables rules: text', () => {
     expect(partial.deleted.nat).toContain(goneSep);
     expect(partial.deleted.nat).toContain(dnsSvc);
     expect(partial.text).toContain(`-X ${goneSep}`);
-    // the unchanged service's rules are still referenced from SERVICES
-    expect(partial.text).toContain(`-j ${serviceChains('ns/aff:/TCP/v4').svc}`);
+    // shared chains are edited, not flushed; unchanged services are not mentioned at all
+    expect(partial.text).not.toContain(':FLATNET-SERVICES ');
+    expect(partial.text).not.toContain(serviceChains('ns/aff:/TCP/v4').svc);
+    expect(partial.text).toMatch(new RegExp(`^-D FLATNET-SERVICES .* -j ${dnsSvc}$`, 'm'));
+    // web's entry rule did not change (same SVC chain): it is neither deleted nor re-inserted
+    expect(partial.text).not.toMatch(new RegExp(`^-[DI] FLATNET-SERVICES .* -j ${web.svc}$`, 'm'));
+    // kernel model: full(old) + partial(new) == full(new)
+    const fullNew = renderRules({ full: true, changed: new Set(), plans: planServices(all, endpoints, node, 4), node, config: baseConfig, family: 4 });
+    const kernel = applyProgram(applyProgram(new Map(), full.text), partial.text);
+    expect(snapshot(kernel)).toEqual(snapshot(applyProgram(new Map(), fullNew.text)));
+  });
+
+  it('partial syncs chain correctly over many random changes', () => {
+    const { services, endpoints } = fixture();
+    const all = new Map(services.map((s) => [s.key, s]));
+    let res = renderRules({ full: true, changed: new Set(), plans: planServices(all, endpoints, node, 4), node, config: baseConfig, family: 4 });
+    let kernel = applyProgram(new Map(), res.text);
+    const keys = [...all.keys()];
+    let seed = 7;
+    const rnd = (n: number) => (seed = (seed * 1103515245 + 12345) % 2147483648) % n;
+    for (let round = 0; round < 40; round++) {
+      const changed = new Set<string>();
+      for (let k = 0; k < 1 + rnd(3); k++) {
+        const key = keys[rnd(keys.length)]!;
+        changed.add(key);
+        const r = rnd(4);
+        if (r === 0) endpoints.set(key, []);
+        else if (r === 1) all.delete(key);
+        else if (r === 2) all.set(key, services.find((s) => s.key === key)!);
+        else endpoints.set(key, [ep(`10.244.${rnd(3) + 1}.${rnd(200) + 2}`, rnd(2) ? 'n1' : 'n2'), ep('10.244.9.9', 'n9')]);
+      }
+      const plans = planServices(all, endpoints, node, 4);
+      res = renderRules({ full: false, changed, plans, node, config: baseConfig, family: 4 }, {}, { chains: res.chains, top: res.top });
+      kernel = applyProgram(kernel, res.text);
+      const want = renderRules({ full: true, changed: new Set(), plans, node, config: baseConfig, family: 4 });
+      expect(snapshot(kernel), `round ${round}`).toEqual(snapshot(applyProgram(new Map(), want.text)));
+    }
   });
 });
