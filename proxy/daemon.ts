@@ -90,7 +90,9 @@ export class ProxyDaemon {
     const p = this.tracker.pendingCounts;
     this.metrics.serviceChangesPending.set(p.services);
     this.metrics.endpointChangesPending.set(p.endpoints);
-    this.runner.run();
+    // before the initial lists are in, changes only mark the health state (kube-proxy: queued updates count from
+    // the first event, so a proxy that never manages its first sync turns unhealthy after 2 x syncPeriod)
+    if (this.synced) this.runner.run();
   }
 
   private onNode(n: V1Node, deleted: boolean): void {
@@ -104,7 +106,7 @@ export class ProxyDaemon {
     this.opts.log.info({ node: info }, 'node changed; next sync is full');
     this.node = info;
     this.nodeDirty = true;
-    if (this.synced) this.queue();
+    this.queue();
   }
 
   /** Start watching; resolves after the first sync attempt following the initial lists. */
@@ -114,14 +116,14 @@ export class ProxyDaemon {
         const changed = deleted ? this.tracker.onServiceDelete(o) : this.tracker.onService(o);
         if (changed) {
           this.metrics.serviceChangesTotal.inc();
-          if (this.synced) this.queue();
+          this.queue();
         }
       },
       slice: (o: Parameters<ChangeTracker['onSlice']>[0], deleted: boolean) => {
         const changed = deleted ? this.tracker.onSliceDelete(o) : this.tracker.onSlice(o);
         if (changed) {
           this.metrics.endpointChangesTotal.inc();
-          if (this.synced) this.queue();
+          this.queue();
         }
       },
       node: (o: V1Node, deleted: boolean) => this.onNode(o, deleted),
