@@ -17,6 +17,7 @@ import {
   startDaemon,
   startRuntimes,
   stopDaemon,
+  waitDaemonsHealthy,
   waitNodesReady,
 } from './nodes/index.ts';
 import { teardownCluster, type Leftovers } from './nodes/teardown.ts';
@@ -154,6 +155,7 @@ export async function up(o: UpOptions = {}, runner: Runner = new ExecRunner()): 
       await startRuntimes(s, (n) => n.kubeconfig);
     }
     await waitNodesReady(kubectl, s.nodes.map((n) => n.name));
+    await waitDaemonsHealthy(s);
     record(s, (x) => {
       x.phase = 'up';
     });
@@ -215,7 +217,9 @@ export async function restartDaemon(s: ClusterState, node: string): Promise<numb
   const n = s.nodes.find((x) => x.name === node);
   if (!n) throw new Error(`no node ${node} in cluster ${s.name}`);
   await stopDaemon(s, node);
-  return (await startDaemon(s, n)).pid;
+  const pid = (await startDaemon(s, n)).pid;
+  await waitDaemonsHealthy(s);
+  return pid;
 }
 
 async function status(s: ClusterState, runner: Runner): Promise<string> {

@@ -184,7 +184,7 @@ export async function startDaemon(s: ClusterState, n: NodeRecord): Promise<ProcR
   const rec = startDetached(daemonArgv(s, n), { role: 'daemon', node: n.name, log: daemonLog(n), netns: n.netns, cwd: REPO });
   record(s, (x) => x.processes.push(rec));
   // give it a moment to fail fast on bad flags
-  await new Promise((r) => setTimeout(r, 1500));
+  await new Promise((r) => setTimeout(r, 1000));
   if (!isAlive(rec)) throw new Error(`node daemon on ${n.name} exited; log:\n${tailFile(rec.log)}`);
   return rec;
 }
@@ -194,6 +194,27 @@ export async function stopDaemon(s: ClusterState, node: string): Promise<void> {
   record(s, (x) => {
     x.processes = x.processes.filter((p) => !(p.role === 'daemon' && p.node === node));
   });
+}
+
+/** Waits until every daemon answers /healthz 200 on its node (rules synced), as a DaemonSet's readiness probe would. */
+export async function waitDaemonsHealthy(s: ClusterState, timeoutMs = 60_000): Promise<void> {
+  await Promise.all(
+    s.nodes
+      .filter((n) => s.processes.some((p) => p.role === 'daemon' && p.node === n.name))
+      .map((n) =>
+        waitFor(
+          `daemon /healthz on ${n.name}`,
+          async () => {
+            const d = s.processes.find((p) => p.role === 'daemon' && p.node === n.name);
+            if (d && !isAlive(d)) throw new Error(`node daemon on ${n.name} exited; log:\n${tailFile(d.log)}`);
+            const r = await fetch(`http://${n.ip}:10256/healthz`, { signal: AbortSignal.timeout(2000) }).catch(() => undefined);
+            return r?.status === 200 ? true : undefined;
+          },
+          timeoutMs,
+          500,
+        ),
+      ),
+  );
 }
 
 export async function waitNodesReady(admin: Kubectl, names: readonly string[], timeoutMs = 60_000): Promise<void> {

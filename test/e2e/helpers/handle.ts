@@ -64,6 +64,10 @@ export interface Cluster {
   waitPodReady(ref: string, timeoutMs?: number): Promise<PodInfo>;
   /** waits until every pod matching the selector in a namespace is Ready (and at least `min` exist) */
   waitPodsReady(namespace: string, selector: string, min?: number, timeoutMs?: number): Promise<PodInfo[]>;
+  /** spec.clusterIP of a Service ('namespace/name' or 'name') */
+  serviceIP(ref: string): Promise<string>;
+  /** waits until the Service's EndpointSlices hold exactly `count` ready endpoints; returns their addresses */
+  waitEndpoints(ref: string, count: number, timeoutMs?: number): Promise<string[]>;
   /** a fresh namespace (prefix + random suffix); deleted by deleteNamespace */
   createNamespace(prefix?: string): Promise<string>;
   deleteNamespace(ns: string): Promise<void>;
@@ -163,6 +167,25 @@ export function clusterHandle(s: ClusterState): Cluster {
         async () => {
           const list = await k.json<{ items: PodInfo[] }>(['get', 'pods', '-n', ns, '-l', selector]);
           return list.items.length >= min && list.items.every(isReady) ? list.items : undefined;
+        },
+        timeoutMs,
+        500,
+      );
+    },
+    async serviceIP(ref) {
+      const [ns, name] = splitRef(ref);
+      return (await k.run(['get', 'svc', '-n', ns, name, '-o', 'jsonpath={.spec.clusterIP}'])).stdout.trim();
+    },
+    async waitEndpoints(ref, count, timeoutMs = 60_000) {
+      const [ns, name] = splitRef(ref);
+      return waitFor(
+        `${count} ready endpoints of service ${ref}`,
+        async () => {
+          const list = await k.json<{ items: { endpoints?: { addresses: string[]; conditions?: { ready?: boolean } }[] }[] }>([
+            'get', 'endpointslices', '-n', ns, '-l', `kubernetes.io/service-name=${name}`,
+          ]);
+          const ready = list.items.flatMap((sl) => (sl.endpoints ?? []).filter((e) => e.conditions?.ready !== false).flatMap((e) => e.addresses));
+          return ready.length === count ? ready.sort() : undefined;
         },
         timeoutMs,
         500,
