@@ -27,6 +27,10 @@ export class KubeNodeSource implements NodeSource {
     this.log = log;
   }
 
+  /**
+   * Resolves after the initial list, or after the first failed attempt (the controller then simply sees no nodes
+   * yet): the watch keeps retrying every 2 s in the background and reports through onChange once it is up.
+   */
   async start(onChange: () => void): Promise<void> {
     const changed = (): void => onChange();
     this.informer.on('add', changed);
@@ -34,12 +38,27 @@ export class KubeNodeSource implements NodeSource {
     this.informer.on('delete', changed);
     this.informer.on('error', (err: unknown) => {
       if (this.stopped) return;
-      this.log.warn({ err: String(err) }, 'overlay: node watch failed, restarting in 1 s');
-      this.restart = setTimeout(() => {
-        this.informer.start().then(changed, (e: unknown) => this.log.warn({ err: String(e) }, 'overlay: watch restart failed'));
-      }, 1000);
+      this.log.warn({ err: String(err) }, 'overlay: node watch failed, restarting');
+      this.retry(changed, 1000);
     });
-    await this.informer.start();
+    try {
+      await this.informer.start();
+    } catch (e) {
+      this.log.warn({ err: String(e) }, 'overlay: cannot list Nodes yet, retrying');
+      this.retry(changed, 2000);
+    }
+  }
+
+  private retry(changed: () => void, delayMs: number): void {
+    if (this.stopped || this.restart) return;
+    this.restart = setTimeout(() => {
+      this.restart = undefined;
+      if (this.stopped) return;
+      this.informer.start().then(changed, (e: unknown) => {
+        this.log.warn({ err: String(e) }, 'overlay: node watch restart failed, retrying');
+        this.retry(changed, 2000);
+      });
+    }, delayMs);
   }
 
   list(): OverlayNode[] {
