@@ -5,10 +5,10 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { createNetns, removeLinksWithPrefix, removeNetnsWithPrefix, type TestNetns } from '../helpers/netns.ts';
 import { runPrefix } from '../helpers/prefix.ts';
-import type { Attachment, CniCommand, CniResult, InvocationContext, Logger, NetConf, PluginHandlers } from '../../lib/cni/types.ts';
+import { CniError, type Attachment, type CniCommand, type CniResult, type InvocationContext, type Logger, type NetConf, type PluginHandlers } from '../../lib/cni/types.ts';
 import { canonicalIP } from '../../plugins/portmap/ip.ts';
 
 export const NODE_A = '192.168.77.10';
@@ -22,6 +22,23 @@ export const GW6 = 'fd00:77::1';
 export const NET = 'pmnet';
 
 export type Proto = 'tcp' | 'udp';
+
+/** Node 24 from node_modules (never the system node) */
+const NODE = resolve(import.meta.dirname, '../../node_modules/.bin/node');
+
+const UDP_SERVER = `const d = require('node:dgram'); const [port, label] = process.argv.slice(1);
+for (const [type, host] of [['udp4', '0.0.0.0'], ['udp6', '::']]) {
+  const s = d.createSocket({ type, ipv6Only: type === 'udp6' });
+  s.on('message', (m, r) => s.send(label + ' ' + r.address + '\\n', r.port, r.address));
+  s.bind(Number(port), host);
+}`;
+
+const UDP_CLIENT = `const d = require('node:dgram'); const [h, p, t] = process.argv.slice(1);
+const s = d.createSocket(h.includes(':') ? 'udp6' : 'udp4');
+s.on('message', (m) => { process.stdout.write(m); process.exit(0); });
+s.on('error', () => process.exit(1));
+s.send('ping\\n', Number(p), h);
+setTimeout(() => process.exit(2), Number(t) * 1000);`;
 
 export interface Container {
   id: string;
@@ -120,19 +137,23 @@ export class Scenario {
     return this.node.exec(['sysctl', '-n', key]).trim();
   }
 
-  /** A server in the container answering "<label> <peer address>" on tcp or udp, v4 and v6. */
+  /**
+   * A server in the container answering "<label> <peer address>" on tcp or udp, v4 and v6. TCP: socat (forks per
+   * accepted connection). UDP: one Node process (socat's forking UDP server races its children for datagrams).
+   */
   async serve(c: Container, proto: Proto, port: number, label: string): Promise<void> {
-    for (const fam of [4, 6]) {
-      const addr =
-        proto === 'tcp'
-          ? `TCP${fam}-LISTEN:${port},reuseaddr,fork${fam === 6 ? ',ipv6only=1' : ''}`
-          : `UDP${fam}-RECVFROM:${port},fork${fam === 6 ? ',ipv6only=1' : ''}`;
-      const body = proto === 'tcp' ? `read l; echo ${label} $SOCAT_PEERADDR` : `echo ${label} $SOCAT_PEERADDR`;
-      const child = spawn('ip', ['netns', 'exec', c.ns.name, 'socat', addr, `SYSTEM:${body}`], { stdio: 'ignore', detached: true });
-      this.procs.push(child);
+    const spawnIn = (argv: string[]) => {
+      this.procs.push(spawn('ip', ['netns', 'exec', c.ns.name, ...argv], { stdio: 'ignore', detached: true }));
+    };
+    if (proto === 'tcp') {
+      for (const fam of [4, 6]) {
+        spawnIn(['socat', `TCP${fam}-LISTEN:${port},reuseaddr,fork${fam === 6 ? ',ipv6only=1' : ''}`, `SYSTEM:read l; echo ${label} $SOCAT_PEERADDR`]);
+      }
+    } else {
+      spawnIn([NODE, '-e', UDP_SERVER, String(port), label]);
     }
-    // wait until the listeners are bound
-    for (let i = 0; i < 50; i++) {
+    // wait until both listeners are bound (generous: the machine is shared and often very busy)
+    for (let i = 0; i < 300; i++) {
       const out = c.ns.exec(['ss', '-Hln', proto === 'tcp' ? '-t' : '-u', `sport = :${port}`]);
       if (out.trim().split('\n').filter(Boolean).length >= 2) return;
       await new Promise((r) => setTimeout(r, 50));
@@ -143,7 +164,7 @@ export class Scenario {
   /**
    * One request from a netns; returns {label, peer} as the server saw it, or undefined if nothing answered.
    */
-  request(from: TestNetns, proto: Proto, host: string, port: number, timeoutS = 2): { label: string; peer: string } | undefined {
+  request(from: TestNetns, proto: Proto, host: string, port: number, timeoutS = 5): { label: string; peer: string } | undefined {
     // UDP is lossy and the machine is shared and busy: a datagram gets a second chance
     const r = this.requestOnce(from, proto, host, port, timeoutS);
     return r || proto === 'tcp' ? r : this.requestOnce(from, proto, host, port, timeoutS);
@@ -151,10 +172,15 @@ export class Scenario {
 
   private requestOnce(from: TestNetns, proto: Proto, host: string, port: number, timeoutS: number): { label: string; peer: string } | undefined {
     const v6 = host.includes(':');
-    const target = `${proto.toUpperCase()}${v6 ? '6' : '4'}:${v6 ? `[${host}]` : host}:${port}`;
+    // TCP: socat, waiting up to timeoutS after stdin EOF too (its default of 0.5 s loses replies on a busy machine).
+    // UDP: a Node one-liner that exits on the first reply (socat would wait out its timeout every time).
+    const argv =
+      proto === 'tcp'
+        ? ['socat', `-T${timeoutS}`, `-t${timeoutS}`, '-', `TCP${v6 ? '6' : '4'}:${v6 ? `[${host}]` : host}:${port}`]
+        : [NODE, '-e', UDP_CLIENT, host, String(port), String(timeoutS)];
     let out = '';
     try {
-      out = execFileSync('ip', ['netns', 'exec', from.name, 'timeout', String(timeoutS + 1), 'socat', `-T${timeoutS}`, '-', target], {
+      out = execFileSync('ip', ['netns', 'exec', from.name, 'timeout', String(timeoutS + 5), ...argv], {
         input: 'ping\n',
         encoding: 'utf8',
         stdio: ['pipe', 'pipe', 'ignore'],
@@ -246,5 +272,38 @@ export function portmapConf(
     runtimeConfig: { portMappings },
     ...(prevResult ? { prevResult } : {}),
     ...extra,
+  };
+}
+
+export type Invoker = (
+  command: 'ADD' | 'DEL' | 'CHECK' | 'GC',
+  c: { id: string; ns?: { path: string } },
+  conf: NetConf,
+  validAttachments?: Attachment[],
+) => Promise<CniResult | undefined>;
+
+/** In-process handlers, acting inside the scenario's node netns. */
+export function inProcessInvoker(h: PluginHandlers): Invoker {
+  return (command, c, conf, valid) => invoke(h, command, c, conf, valid);
+}
+
+/**
+ * The built binary (e.g. dist/bin/portmap) run inside the node netns with CNI env and stdin, exactly as a runtime
+ * would. Errors come back as CniError with the code and msg from the error JSON on stdout.
+ */
+export function binaryInvoker(s: Scenario, binary: string): Invoker {
+  return async (command, c, conf, valid = []) => {
+    const stdinConf =
+      command === 'GC' ? { ...conf, cniVersion: '1.1.0', 'cni.dev/valid-attachments': valid, 'cni.dev/attachments': valid } : conf;
+    let out: string;
+    try {
+      out = s.execPlugin(binary, command, c.id, c.ns?.path ?? '', stdinConf);
+    } catch (e) {
+      const m = /exited \d+: (\{.*?\})\s/s.exec(String((e as Error).message));
+      if (!m) throw e;
+      const j = JSON.parse(m[1]!) as { code: number; msg: string; details?: string };
+      throw new CniError(j.code, j.msg, j.details ?? '');
+    }
+    return command === 'ADD' ? (JSON.parse(out) as CniResult) : undefined;
   };
 }

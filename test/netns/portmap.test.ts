@@ -1,6 +1,8 @@
 // portmap against the real kernel, both backends: node netns + bridge (reference bridge/host-local) + containers +
 // a client netns standing for another host. Run: npx vitest run test/netns/portmap.test.ts
 import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CniError } from '../../lib/cni/types.ts';
 import { createHandlers } from '../../plugins/portmap/main.ts';
@@ -15,7 +17,9 @@ import {
   NODE_A,
   NODE_B,
   Scenario,
-  invoke,
+  binaryInvoker,
+  inProcessInvoker,
+  type Invoker,
   portmapConf,
   type Container,
 } from './portmap-fixture.ts';
@@ -29,9 +33,16 @@ function sctpSocketsAvailable(): boolean {
   }
 }
 
-describe.each(['iptables', 'nftables'] as const)('portmap %s backend (real netns)', (backendName) => {
+const BINARY = resolve(import.meta.dirname, '../../dist/bin/portmap');
+const combos = [
+  ['iptables', 'in-process'],
+  ['nftables', 'in-process'],
+  ...(existsSync(BINARY) ? ([['iptables', 'dist/bin/portmap'], ['nftables', 'dist/bin/portmap']] as const) : []),
+] as const;
+
+describe.each(combos)('portmap %s backend via %s (real netns)', (backendName, via) => {
   const s = new Scenario();
-  let h: ReturnType<typeof createHandlers>;
+  let inv: Invoker;
   const extra = { backend: backendName };
   const state = () => (backendName === 'iptables' ? s.natRules(4) + '\n' + s.natRules(6) : s.nftRuleset());
   let c1: Container;
@@ -39,7 +50,10 @@ describe.each(['iptables', 'nftables'] as const)('portmap %s backend (real netns
 
   beforeAll(async () => {
     s.setup();
-    h = createHandlers({ runner: new ExecRunner(), netns: s.node.path });
+    inv =
+      via === 'in-process'
+        ? inProcessInvoker(createHandlers({ runner: new ExecRunner(), netns: s.node.path }))
+        : binaryInvoker(s, BINARY);
     c1 = s.addContainer('c1');
     c2 = s.addContainer('c2');
     await s.serve(c1, 'tcp', 80, 'c1');
@@ -57,7 +71,7 @@ describe.each(['iptables', 'nftables'] as const)('portmap %s backend (real netns
       ],
       extra,
     );
-    const res = await invoke(h, 'ADD', c1, conf);
+    const res = await inv('ADD', c1, conf);
     expect(res).toEqual(c1.prevResult);
     expect(s.request(s.client, 'tcp', NODE_A, 8080)).toEqual({ label: 'c1', peer: CLIENT });
     expect(s.request(s.client, 'tcp', NODE_B, 8080)).toEqual({ label: 'c1', peer: CLIENT });
@@ -89,18 +103,18 @@ describe.each(['iptables', 'nftables'] as const)('portmap %s backend (real netns
       ],
       extra,
     );
-    await invoke(h, 'CHECK', c1, conf);
+    await inv('CHECK', c1, conf);
     if (backendName === 'iptables') s.node.exec(['iptables', '-t', 'nat', '-F', dnatChainName('pmnet', c1.id)]);
     else s.node.exec(['nft', 'flush', 'chain', 'inet', 'flatnet_hostport', 'hostports']);
-    await expect(invoke(h, 'CHECK', c1, conf)).rejects.toThrow(/missing/);
+    await expect(inv('CHECK', c1, conf)).rejects.toThrow(/missing/);
     expect(s.request(s.client, 'tcp', NODE_A, 8080, 1)).toBeUndefined();
-    await invoke(h, 'ADD', c1, conf);
-    await invoke(h, 'CHECK', c1, conf);
+    await inv('ADD', c1, conf);
+    await inv('CHECK', c1, conf);
     expect(s.request(s.client, 'tcp', NODE_A, 8080)).toEqual({ label: 'c1', peer: CLIENT });
   });
 
   it('hostIP restricts the mapping to that address', async () => {
-    await invoke(h, 'ADD', c2, portmapConf(c2.prevResult, [{ hostPort: 9090, containerPort: 80, hostIP: NODE_B }], extra));
+    await inv('ADD', c2, portmapConf(c2.prevResult, [{ hostPort: 9090, containerPort: 80, hostIP: NODE_B }], extra));
     expect(s.request(s.client, 'tcp', NODE_B, 9090)).toEqual({ label: 'c2', peer: CLIENT });
     expect(s.request(s.client, 'tcp', NODE_A, 9090, 1)).toBeUndefined();
     expect(s.request(s.client, 'tcp', NODE6_A, 9090, 1)).toBeUndefined();
@@ -115,9 +129,9 @@ describe.each(['iptables', 'nftables'] as const)('portmap %s backend (real netns
       await s.serve(c3, 'tcp', 80, 'c3');
       await s.serve(c4, 'tcp', 80, 'c4');
       await s.serve(c5, 'udp', 80, 'c5');
-      await invoke(h, 'ADD', c3, portmapConf(c3.prevResult, [{ hostPort: 54321, containerPort: 80, protocol: 'TCP', hostIP: NODE_A }], extra));
-      await invoke(h, 'ADD', c4, portmapConf(c4.prevResult, [{ hostPort: 54321, containerPort: 80, protocol: 'TCP', hostIP: NODE_B }], extra));
-      await invoke(h, 'ADD', c5, portmapConf(c5.prevResult, [{ hostPort: 54321, containerPort: 80, protocol: 'UDP', hostIP: NODE_A }], extra));
+      await inv('ADD', c3, portmapConf(c3.prevResult, [{ hostPort: 54321, containerPort: 80, protocol: 'TCP', hostIP: NODE_A }], extra));
+      await inv('ADD', c4, portmapConf(c4.prevResult, [{ hostPort: 54321, containerPort: 80, protocol: 'TCP', hostIP: NODE_B }], extra));
+      await inv('ADD', c5, portmapConf(c5.prevResult, [{ hostPort: 54321, containerPort: 80, protocol: 'UDP', hostIP: NODE_A }], extra));
     });
 
     it('each pod is reachable only as intended', () => {
@@ -132,14 +146,14 @@ describe.each(['iptables', 'nftables'] as const)('portmap %s backend (real netns
       await s.serve(c6, 'tcp', 80, 'c6');
       const before = state();
       const conf = portmapConf(c6.prevResult, [{ hostPort: 7070, containerPort: 80 }], extra);
-      await invoke(h, 'ADD', c6, conf);
+      await inv('ADD', c6, conf);
       expect(s.request(s.client, 'tcp', NODE_A, 7070)).toEqual({ label: 'c6', peer: CLIENT });
       expect(state()).not.toBe(before);
       // DEL needs no prevResult
-      await invoke(h, 'DEL', c6, portmapConf(undefined, [], extra));
+      await inv('DEL', c6, portmapConf(undefined, [], extra));
       expect(state()).toBe(before);
-      await invoke(h, 'DEL', c6, portmapConf(undefined, [], extra));
-      await invoke(h, 'DEL', { id: c6.id }, portmapConf(undefined, [], extra));
+      await inv('DEL', c6, portmapConf(undefined, [], extra));
+      await inv('DEL', { id: c6.id }, portmapConf(undefined, [], extra));
       expect(state()).toBe(before);
       expect(s.request(s.client, 'tcp', NODE_A, 7070, 1)).toBeUndefined();
       expect(s.request(s.client, 'tcp', NODE_A, 54321)).toEqual({ label: 'c3', peer: CLIENT });
@@ -149,9 +163,9 @@ describe.each(['iptables', 'nftables'] as const)('portmap %s backend (real netns
     it('GC removes the rules of containers not in valid-attachments, and only those', async () => {
       const valid = [c1, c2, c3, c5].map((c) => ({ containerID: c.id, ifname: 'eth0' }));
       // another network's GC must not touch ours
-      await invoke(h, 'GC', { id: '' }, { ...portmapConf(undefined, [], extra), name: 'othernet' }, []);
+      await inv('GC', { id: '' }, { ...portmapConf(undefined, [], extra), name: 'othernet' }, []);
       expect(s.request(s.client, 'tcp', NODE_B, 54321)).toEqual({ label: 'c4', peer: CLIENT });
-      await invoke(h, 'GC', { id: '' }, portmapConf(undefined, [], extra), valid);
+      await inv('GC', { id: '' }, portmapConf(undefined, [], extra), valid);
       expect(s.request(s.client, 'tcp', NODE_B, 54321, 1)).toBeUndefined();
       expect(s.request(s.client, 'tcp', NODE_A, 54321)).toEqual({ label: 'c3', peer: CLIENT });
       expect(s.request(s.client, 'udp', NODE_A, 54321)).toEqual({ label: 'c5', peer: CLIENT });
@@ -164,7 +178,7 @@ describe.each(['iptables', 'nftables'] as const)('portmap %s backend (real netns
   it('masqAll masquerades traffic from outside too', async () => {
     const c7 = s.addContainer('c7');
     await s.serve(c7, 'tcp', 80, 'c7');
-    await invoke(h, 'ADD', c7, portmapConf(c7.prevResult, [{ hostPort: 6060, containerPort: 80 }], { ...extra, masqAll: true }));
+    await inv('ADD', c7, portmapConf(c7.prevResult, [{ hostPort: 6060, containerPort: 80 }], { ...extra, masqAll: true }));
     expect(s.request(s.client, 'tcp', NODE_A, 6060)).toEqual({ label: 'c7', peer: GW4 });
     expect(s.request(s.client, 'tcp', NODE6_A, 6060)).toEqual({ label: 'c7', peer: GW6 });
   });
@@ -172,7 +186,7 @@ describe.each(['iptables', 'nftables'] as const)('portmap %s backend (real netns
   it('snat:false leaves outside traffic alone and sets up no masquerade for hairpin', async () => {
     const c8 = s.addContainer('c8');
     await s.serve(c8, 'tcp', 80, 'c8');
-    await invoke(h, 'ADD', c8, portmapConf(c8.prevResult, [{ hostPort: 6161, containerPort: 80 }], { ...extra, snat: false }));
+    await inv('ADD', c8, portmapConf(c8.prevResult, [{ hostPort: 6161, containerPort: 80 }], { ...extra, snat: false }));
     expect(s.request(s.client, 'tcp', NODE_A, 6161)).toEqual({ label: 'c8', peer: CLIENT });
     // self-hairpin without SNAT: the reply goes straight back inside the container and the connection fails
     expect(s.request(c8.ns, 'tcp', NODE_A, 6161, 1)).toBeUndefined();
@@ -180,10 +194,10 @@ describe.each(['iptables', 'nftables'] as const)('portmap %s backend (real netns
 
   it('sctp mappings are programmed (traffic tested only when the kernel has SCTP sockets)', async (ctx) => {
     const c9 = s.addContainer('c9');
-    await invoke(h, 'ADD', c9, portmapConf(c9.prevResult, [{ hostPort: 5050, containerPort: 80, protocol: 'sctp' }], extra));
+    await inv('ADD', c9, portmapConf(c9.prevResult, [{ hostPort: 5050, containerPort: 80, protocol: 'sctp' }], extra));
     if (backendName === 'iptables') expect(s.natRules()).toMatch(/-p sctp .*--dport 5050 -j DNAT --to-destination 10\.77\.0\.\d+:80/);
     else expect(s.nftRuleset()).toMatch(/sctp dport 5050 dnat ip to 10\.77\.0\.\d+:80/);
-    await invoke(h, 'DEL', c9, portmapConf(undefined, [], extra));
+    await inv('DEL', c9, portmapConf(undefined, [], extra));
     if (!sctpSocketsAvailable()) ctx.skip('kernel has no SCTP sockets (socket(AF_INET, SOCK_STREAM, IPPROTO_SCTP): Protocol not supported; no modprobe here): sctp traffic not tested');
   });
 
@@ -195,7 +209,7 @@ describe.each(['iptables', 'nftables'] as const)('portmap %s backend (real netns
     ['an unknown backend', [{ hostPort: 1, containerPort: 1 }], { backend: 'ebpf' }, /backend/],
   ])('rejects %s with code 7 and changes nothing', async (_n, maps, more, msg) => {
     const before = state();
-    const err = await invoke(h, 'ADD', c2, portmapConf(c2.prevResult, maps, { ...extra, ...more })).catch((e: unknown) => e);
+    const err = await inv('ADD', c2, portmapConf(c2.prevResult, maps, { ...extra, ...more })).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(CniError);
     expect((err as CniError).code).toBe(7);
     expect((err as CniError).message).toMatch(msg);
@@ -203,7 +217,7 @@ describe.each(['iptables', 'nftables'] as const)('portmap %s backend (real netns
   });
 
   it('rejects ADD without prevResult (not chained) with code 7', async () => {
-    const err = await invoke(h, 'ADD', c2, portmapConf(undefined, [{ hostPort: 1, containerPort: 1 }], extra)).catch((e: unknown) => e);
+    const err = await inv('ADD', c2, portmapConf(undefined, [{ hostPort: 1, containerPort: 1 }], extra)).catch((e: unknown) => e);
     expect((err as CniError).code).toBe(7);
   });
 });
