@@ -22,6 +22,8 @@
 //   - `parallel: false` skips the parallel phase (e.g. when iterations share a kernel object).
 // Use ctx.prefix for every kernel object (netns, links) and ctx.tmp for files; clean up in teardown.
 // ctx.exec() runs a plugin binary with CNI env + stdin and returns its outcome (throws on failure unless allowed).
+// Environment: BENCH_N (sequential iterations, 40), BENCH_PARALLEL (20), BENCH_ROUNDS (3), BENCH_ONLY (substring
+// of "group impl"), BENCH_MODULES (comma-separated cni-* module names, or "none"). SIGINT/SIGTERM tear down.
 // ------------------------------------------------------------------------------------------------------------------
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -338,9 +340,15 @@ async function main(): Promise<void> {
   helper = buildRusageHelper(tmp);
   if (!helper) console.error('[bench:cni] gcc not available: wall times only, no CPU figures');
   const only = process.env.BENCH_ONLY; // substring filter on "group impl"
+  // BENCH_MODULES: comma-separated cni-*.ts module names to load (e.g. "cni-bridge"), or "none"
+  const modules = process.env.BENCH_MODULES?.split(',').map((x) => x.trim());
   const all: Scenario[] = [...builtins(ctx)];
   const benchDir = import.meta.dirname;
-  for (const f of readdirSync(benchDir).filter((x) => /^cni-.+\.ts$/.test(x)).sort()) {
+  const moduleFiles = readdirSync(benchDir)
+    .filter((x) => /^cni-.+\.ts$/.test(x))
+    .filter((x) => !modules || modules.includes(x.replace(/\.ts$/, '')))
+    .sort();
+  for (const f of moduleFiles) {
     const mod = (await import(pathToFileURL(join(benchDir, f)).href)) as { scenarios?: (c: BenchContext) => Scenario[] | Promise<Scenario[]> };
     if (typeof mod.scenarios !== 'function') {
       console.error(`[bench:cni] ${f} exports no scenarios(ctx); skipped`);
@@ -351,10 +359,25 @@ async function main(): Promise<void> {
   const selected = only ? all.filter((s) => `${s.group} ${s.impl}`.includes(only)) : all;
   const results: ScenarioResult[] = [];
   const counter = { i: 0 };
+  // on SIGINT/SIGTERM, tear the running scenario down (its daemons, netns) before leaving
+  let current: Scenario | undefined;
+  const onSignal = (sig: NodeJS.Signals): void => {
+    process.stderr.write(`\n[bench:cni] ${sig}: tearing down ${current ? `${current.group} / ${current.impl}` : 'nothing'}\n`);
+    void Promise.resolve(current?.teardown?.())
+      .catch(() => {})
+      .finally(() => {
+        rmSync(tmp, { recursive: true, force: true });
+        process.exit(130);
+      });
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
   try {
     for (const s of selected) {
+      current = s;
       process.stderr.write(`[bench:cni] ${s.group} / ${s.impl} ... `);
       const r = await runScenario(ctx, s, counter);
+      current = undefined;
       process.stderr.write(r.error ? `ERROR ${r.error}\n` : `seq median ${r.sequential?.median} ms, par median ${r.parallel?.median ?? '-'} ms\n`);
       results.push(r);
     }
