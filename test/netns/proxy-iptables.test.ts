@@ -206,3 +206,75 @@ for (const mode of ['nft', 'legacy'] as const) {
     });
   });
 }
+
+describe('iptables proxier in a netns: dual-stack (IPv6 through ip6tables)', () => {
+  let nodeNs: TestNetns, cli: TestNetns, srv: TestNetns;
+  const runner = new ExecRunner();
+  let proxier: IptablesProxier;
+  const node6: NodeInfo = { name: 'n1', ips: ['192.168.78.1', 'fd78::1'], podCIDRs: ['10.244.1.0/24', 'fd10:1::/64'] };
+  const config6: ProxyConfigView = { ...config, clusterCIDRs: ['10.244.0.0/16', 'fd10::/16'] };
+
+  beforeAll(async () => {
+    nodeNs = createNetns(`${prefix}6node`);
+    cli = createNetns(`${prefix}6cli`);
+    srv = createNetns(`${prefix}6srv`);
+    sh(['ip', 'link', 'add', 'toc', 'netns', nodeNs.name, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', cli.name]);
+    sh(['ip', 'link', 'add', 'tos', 'netns', nodeNs.name, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', srv.name]);
+    const n = (args: string[]) => nodeNs.exec(['ip', ...args]);
+    n(['-6', 'addr', 'add', 'fd10:1::1/64', 'dev', 'toc', 'nodad']);
+    n(['-6', 'addr', 'add', 'fd10:2::1/64', 'dev', 'tos', 'nodad']);
+    n(['-6', 'addr', 'add', 'fd78::1/128', 'dev', 'lo', 'nodad']);
+    n(['addr', 'add', '192.168.78.1/32', 'dev', 'lo']);
+    n(['link', 'set', 'toc', 'up']);
+    n(['link', 'set', 'tos', 'up']);
+    nodeNs.exec(['sysctl', '-qw', 'net.ipv6.conf.all.forwarding=1']);
+    for (const [ns, ip, gw] of [
+      [cli, 'fd10:1::2/64', 'fd10:1::1'],
+      [srv, 'fd10:2::2/64', 'fd10:2::1'],
+    ] as const) {
+      ns.exec(['ip', '-6', 'addr', 'add', ip, 'dev', 'eth0', 'nodad']);
+      ns.exec(['ip', 'link', 'set', 'eth0', 'up']);
+      ns.exec(['ip', '-6', 'route', 'add', 'default', 'via', gw]);
+    }
+    startServer(srv, ['TCP6-LISTEN:8080,fork,reuseaddr', 'SYSTEM:read x; echo S6 $SOCAT_PEERADDR']);
+    await new Promise((r) => setTimeout(r, 300));
+    proxier = new IptablesProxier({ runner, mode: 'nft', netns: nodeNs.path, chainPrefix });
+    const v4 = sp('web', { clusterIP: '10.96.0.10', nodePort: 30080 });
+    const v6 = { ...sp('web', { clusterIP: 'fd96::10', nodePort: 30080, family: 6 }), key: 't/web:/TCP/v6' };
+    const services = new Map([
+      [v4.key, v4],
+      [v6.key, v6],
+    ]);
+    const eps = new Map([
+      [v4.key, [ep('10.244.2.2', 8080)]],
+      [v6.key, [ep('fd10:2::2', 8080)]],
+    ]);
+    for (const family of [4, 6] as const) {
+      const plans = planServices(services, eps, node6, family);
+      await proxier.sync({ full: true, changed: new Set(), plans, node: node6, config: config6, family });
+    }
+  });
+
+  afterAll(() => {
+    for (const p of procs.splice(0)) {
+      try {
+        if (p.pid) process.kill(-p.pid, 'SIGTERM');
+      } catch {
+        /* gone */
+      }
+    }
+    removeNetnsWithPrefix(`${prefix}6`);
+  });
+
+  it('pod -> IPv6 ClusterIP keeps the client address; NodePort on the node IPv6 address is masqueraded', () => {
+    expect(client(cli, ['-T2', '-', 'TCP6:[fd96::10]:80'])).toBe('S6 [fd10:0001:0000:0000:0000:0000:0000:0002]');
+    expect(client(cli, ['-T2', '-', 'TCP6:[fd78::1]:30080'])).toBe('S6 [fd10:0002:0000:0000:0000:0000:0000:0001]');
+  });
+
+  it('each family got its own ruleset', () => {
+    expect(nodeNs.exec(['ip6tables-nft-save', '-t', 'nat'])).toContain('--to-destination [fd10:2::2]:8080');
+    const v4 = nodeNs.exec(['iptables-nft-save', '-t', 'nat']);
+    expect(v4).toContain('--to-destination 10.244.2.2:8080');
+    expect(v4).not.toContain('fd10');
+  });
+});
