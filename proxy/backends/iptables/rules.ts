@@ -213,7 +213,10 @@ class Writer {
     const out: string[] = [];
     for (const t of ['mangle', 'filter', 'nat'] as const) {
       if (!this.chains[t].length && !this.rules[t].length && !this.tail[t].length) continue;
-      out.push(`*${t}`, ...this.chains[t], ...this.rules[t], ...this.tail[t], 'COMMIT');
+      // (no spread into push: programs reach hundreds of thousands of lines)
+      out.push(`*${t}`);
+      for (const part of [this.chains[t], this.rules[t], this.tail[t]]) for (const l of part) out.push(l);
+      out.push('COMMIT');
     }
     return out.join('\n') + '\n';
   }
