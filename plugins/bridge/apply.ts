@@ -2,6 +2,7 @@
 // its undo, and a failed ADD runs the undos in reverse (including IPAM DEL) before rethrowing.
 import { CniError, ErrorCode, type CniResult, type InvocationContext, type NetConf } from '../../lib/cni/types.ts';
 import { CommandError, type Runner } from '../../lib/exec/runner.ts';
+import { checkKnownArgs } from '../../lib/cni/env.ts';
 import { isValidIfname } from '../../lib/link/batch.ts';
 import { isNoSuchDevice, parseLinks, parseRoutes, type LinkInfo } from '../../lib/link/parse.ts';
 import { netnsState, runIpBatch, runShInNetns } from '../../lib/netns/netns.ts';
@@ -24,6 +25,9 @@ import {
 import { BridgeErrorCode, bridgeCreateArgs, EXIT_IFNAME_EXISTS, planAdd, randomMac, type AddPlan } from './plan.ts';
 import { renderSpoofSetup, renderSpoofTeardown, spoofId } from './spoofcheck.ts';
 import { canonicalCidr, canonicalIp } from './ipmath.ts';
+
+/** CNI_ARGS keys the bridge understands (others need IgnoreUnknown=1, as with libcni's LoadArgs) */
+const KNOWN_ARGS = ['MAC'] as const;
 
 export interface BridgeDeps {
   runner: Runner;
@@ -109,6 +113,7 @@ async function spoofTeardown(runner: Runner, containerID: string, ifname: string
 
 export async function bridgeAdd(ctx: InvocationContext, deps: BridgeDeps): Promise<CniResult> {
   const { env } = ctx;
+  checkKnownArgs(env.args, KNOWN_ARGS);
   const cfg = parseBridgeConfig(ctx.conf, env.args);
   validateForAdd(cfg);
   requireIfname(env.ifname);
@@ -270,6 +275,7 @@ const SEP = '@@flatnet@@';
 
 export async function bridgeCheck(ctx: InvocationContext, deps: BridgeDeps): Promise<void> {
   const { env, conf } = ctx;
+  checkKnownArgs(env.args, KNOWN_ARGS);
   const cfg = parseBridgeConfig(conf, env.args);
   requireIfname(env.ifname);
   requireNetns(env.netns);

@@ -131,7 +131,7 @@ export function parseBridgeConfig(conf: NetConf, cniArgs: Record<string, string>
     throw invalid(`bridge: VLAN gateway interface name ${cfg.bridge}.${cfg.vlan} is longer than 15 characters`);
   }
   // MAC precedence as in the reference: CNI_ARGS, then args.cni.mac, then runtimeConfig.mac.
-  const argMac = Object.entries(cniArgs).find(([k]) => k.toUpperCase() === 'MAC')?.[1];
+  const argMac = cniArgs['MAC'];
   if (argMac) cfg.mac = normMac(argMac, 'CNI_ARGS');
   if (conf.args?.cni?.mac) cfg.mac = normMac(conf.args.cni.mac, 'args.cni.mac');
   const rtMac = conf.runtimeConfig?.['mac'];

@@ -246,6 +246,19 @@ describe('bridge options', () => {
     expect(eth0['address']).toBe('02:12:34:56:78:9a');
   });
 
+  it('MAC from CNI_ARGS (MAC=), unknown CNI_ARGS rejected without IgnoreUnknown', async () => {
+    const { pair, side } = setup(2);
+    const list = conflist('1.0.0', pair.dataDir);
+    const a = { ...att(pair.containers[0]!), cniArgs: 'IgnoreUnknown=1;K8S_POD_NAME=x;MAC=02:aa:00:00:00:01' };
+    const add = await side.add(list, a);
+    expect(add.code, add.stdout).toBe(0);
+    expect(ipJ(pair.containers[0]!.name, 'link', 'show', 'dev', 'eth0')[0]!['address']).toBe('02:aa:00:00:00:01');
+    expect((await side.check(list, a)).code).toBe(0);
+    const bad = await side.add(list, { ...att(pair.containers[1]!), cniArgs: 'K8S_POD_NAME=x' });
+    expect(bad.json?.['code']).toBe(4);
+    expect(ipJ(pair.containers[1]!.name, 'link', 'show').map((l) => l['ifname'])).toEqual(['lo']);
+  });
+
   it.skipIf(!vlanFilteringSupported())('promiscMode and vlan: bridge promiscuous, vlan filtering, port pvid untagged, gateway on BR.vlan', async () => {
     const { pair, side } = setup(1);
     const list = conflist('1.0.0', pair.dataDir, { promiscMode: true, vlan: 100 });
