@@ -19,6 +19,7 @@ import {
   renamer,
   runSide,
   sbsResult,
+  snapshot,
   VERSIONS,
   type Conflist,
   type Json,
@@ -145,6 +146,33 @@ describe.skipIf(!ensureCnitool())('side by side with the reference bridge (cnito
       });
     });
   }
+
+  it('DEL after the netns is gone: the reference leaks its masquerade chain, ours removes it (kept on purpose)', async () => {
+    const c = CASES.find((x) => x.id === 'ipMasq-iptables')!;
+    const outcome = async (kind: 'ref' | 'ours'): Promise<{ del: number; leftover: string[] }> => {
+      const pair = makePair(P, `${kind === 'ref' ? 'r' : 'o'}${tag++}`);
+      const confDir = mkdtempSync(join(tmpdir(), `${P}conf-`));
+      cleanup.push(() => {
+        pair.cleanup();
+        rmSync(confDir, { recursive: true, force: true });
+      });
+      const tool = new CniTool(cnitool!, [kind === 'ref' ? REF_BIN : OURS_BIN], pair.host.path, confDir);
+      const list: Conflist = { cniVersion: '1.0.0', name: `${P}sbs`, plugins: c.plugins(pair.dataDir) };
+      tool.writeConflist(list);
+      const cont = pair.containers[0]!;
+      expect((await tool.run('add', list.name, cont.path)).code).toBe(0);
+      cont.remove(); // the runtime lost the netns (reboot, crash) before DEL
+      const del = await tool.run('del', list.name, cont.path);
+      const leftover = snapshot(pair.host.path, (n) => n).iptables.filter((l) => l.includes('CNI-'));
+      return { del: del.code, leftover };
+    };
+    const ref = await outcome('ref');
+    const ours = await outcome('ours');
+    expect(ref.del).toBe(0);
+    expect(ref.leftover.length).toBeGreaterThan(0);
+    expect(ours.del).toBe(0);
+    expect(ours.leftover).toEqual([]);
+  });
 
   it('1.1.0: the reference (plugins 1.1.1) rejects it with code 1; ours accepts it', async () => {
     const r = await side('ref', CASES[0]!, '1.1.0');
