@@ -16,6 +16,8 @@ export interface CreateNftBackendOptions {
   table?: string;
   /** run nft inside this netns (tests) */
   netns?: string;
+  /** the daemon's `nftables` config section; `table` is honoured */
+  config?: Record<string, unknown>;
 }
 
 /** Checks that nft works here (kernel nf_tables present) and returns the backend. */
@@ -28,5 +30,6 @@ export async function createBackend(opts: CreateNftBackendOptions): Promise<Prox
     input: `add table ${opts.family === 6 ? 'ip6' : 'ip'} flatnet-probe\n`,
   });
   if (probe.code !== 0) throw new Error(`nftables proxy mode: the kernel refused an nftables table: ${probe.stderr.trim()}`);
-  return new NftablesProxier({ family: opts.family, runner: opts.runner, log: opts.log, table: opts.table, netns: opts.netns });
+  const table = opts.table ?? (typeof opts.config?.table === 'string' ? opts.config.table : undefined);
+  return new NftablesProxier({ family: opts.family, runner: opts.runner, log: opts.log, table, netns: opts.netns });
 }
