@@ -69,13 +69,20 @@ export class IptablesProxier implements ProxyBackend {
     return i;
   }
 
-  /** Chains with our prefix that exist now, per table (one iptables-save per table). */
+  /** Chains with our prefix that exist now, per table, and the built-in jumps that are missing (one iptables-save). */
   private async readChains(ipt: Iptables): Promise<Record<Table, Set<string>>> {
     const out: Record<Table, Set<string>> = { filter: new Set(), nat: new Set(), mangle: new Set() };
     const re = new RegExp(`^:(${this.prefix}-\\S+) `, 'gm');
     const missing: ReturnType<typeof builtinJumps> = [];
+    // one iptables-save for every table, split into its *table sections
+    const all = await ipt.saveText();
+    const sections = new Map<string, string>();
+    for (const part of all.split(/^\*/m).slice(1)) {
+      const nl = part.indexOf('\n');
+      sections.set(part.slice(0, nl).trim(), part.slice(nl + 1));
+    }
     for (const t of TABLES) {
-      const text = await ipt.saveText(t);
+      const text = sections.get(t) ?? '';
       for (const m of text.matchAll(re)) out[t].add(m[1]!);
       const lines = text.split('\n');
       for (const j of builtinJumps(this.prefix)) {
