@@ -151,6 +151,27 @@ describe('vxlan overlay on the local cluster', () => {
     expect(await ok(`${ns}/c2`, ['ping', '-c2', '-W2', '-M', 'do', '-s', String(1400 - 28), ips.get('b1')!])).toBe(true);
   });
 
+  it('serves a ClusterIP Service whose endpoint sits on another node, client pod IP preserved', async () => {
+    await c.kubectl(['label', 'pod', '-n', ns, 'c1', 'svc=ovl', '--overwrite']);
+    await c.apply(
+      manifest({
+        apiVersion: 'v1',
+        kind: 'Service',
+        metadata: { name: 'ovl', namespace: ns },
+        spec: { selector: { svc: 'ovl' }, ports: [{ name: 'http', port: 80, targetPort: 8080, protocol: 'TCP' }] },
+      }),
+    );
+    const vip = await c.kubectl(['get', 'svc', '-n', ns, 'ovl', '-o', 'jsonpath={.spec.clusterIP}']);
+    let body = '';
+    await until('ClusterIP answers', async () => {
+      const r = await c.curl(`${ns}/a1`, `http://${vip}/clientip`, { allowFail: true });
+      body = r.stdout.trim();
+      return r.code === 0 && body !== '';
+    }, 30_000);
+    expect(body.replace(/:\d+$/, '')).toBe(ips.get('a1'));
+    expect((await c.curl(`${ns}/b2`, `http://${vip}/hostname`)).stdout.trim()).toBe('c1');
+  });
+
   it('adds and removes a peer on every node within 2 s of a Node appearing / going away', async () => {
     const name = `${c.name}-ovl-peer`;
     const cidr = '10.244.250.0/24';
