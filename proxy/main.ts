@@ -156,7 +156,7 @@ async function main(argv: string[]): Promise<number> {
         overlay = await mod.startOverlay({
           kubeconfig: cfg.kubeconfig,
           nodeName,
-          log: log.child({ component: 'overlay' }),
+          log: log.child({ subsystem: 'overlay' }),
           config: { clusterCIDRs: cfg.clusterCIDRs, ...cfg.overlayConfig },
         });
       } catch (e) {
