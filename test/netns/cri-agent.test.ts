@@ -27,10 +27,10 @@ function getPod(name: string, ns = 'default'): V1Pod | undefined {
   return r.status === 0 ? (JSON.parse(r.stdout) as V1Pod) : undefined;
 }
 
-async function waitFor<T>(what: string, fn: () => T | undefined | false, timeoutMs = 60_000): Promise<T> {
+async function waitFor<T>(what: string, fn: () => T | undefined | false | Promise<T | undefined | false>, timeoutMs = 60_000): Promise<T> {
   const end = Date.now() + timeoutMs;
   for (;;) {
-    const v = fn();
+    const v = await fn();
     if (v) return v;
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 200));
@@ -104,6 +104,40 @@ describe('node agent (kubelet stand-in)', () => {
       expect(st.ips).toEqual([p.status!.podIP]);
       // the workload runs inside that sandbox's netns: it lists the pod IP on eth0
       expect(execFileSync('nsenter', [`--net=${st.netnsPath}`, 'ip', '-4', '-o', 'addr', 'show', 'eth0'], { encoding: 'utf8' })).toContain(p.status!.podIP);
+    } finally {
+      cri.close();
+    }
+  });
+
+  it('runs an opted-in command pod to completion in the pod netns (Succeeded / Failed by exit code)', async () => {
+    const web = getPod('web-1')!;
+    const client = (name: string, cmd: string): string =>
+      JSON.stringify({
+        apiVersion: 'v1',
+        kind: 'Pod',
+        metadata: { name, annotations: { 'flatnet.io/run-command': 'true' } },
+        spec: { nodeName: s.nodes[0]!.name, restartPolicy: 'Never', containers: [{ name: 'c', image: 'busybox', command: ['sh', '-c', cmd] }] },
+      });
+    // from the other node's pod network to web-1 (routed across nodes), checking the answer
+    kubectl(['apply', '-f', '-'], client('client-ok', `curl -s -m 5 http://${web.status!.podIP}:8080/hostname | grep -qx web-1`));
+    kubectl(['apply', '-f', '-'], client('client-fail', 'exit 3'));
+    const ok = await waitFor('client-ok done', () => {
+      const x = getPod('client-ok');
+      return x?.status?.phase === 'Succeeded' || x?.status?.phase === 'Failed' ? x : undefined;
+    });
+    expect(ok.status?.phase).toBe('Succeeded');
+    const bad = await waitFor('client-fail done', () => {
+      const x = getPod('client-fail');
+      return x?.status?.phase === 'Failed' ? x : undefined;
+    });
+    expect(bad.status?.containerStatuses?.[0]?.state?.terminated?.exitCode).toBe(3);
+    // like the kubelet, a finished pod's sandbox is stopped (its CNI DEL ran, the IP is free again)
+    const cri = new CriClient(s.nodes[0]!.criSocket!);
+    try {
+      await waitFor('client-ok sandbox stopped', async () => {
+        const sbs = await cri.listPodSandbox({ labels: { 'io.kubernetes.pod.uid': ok.metadata!.uid! } });
+        return sbs.length === 1 && sbs[0]!.state === 'SANDBOX_NOTREADY';
+      });
     } finally {
       cri.close();
     }

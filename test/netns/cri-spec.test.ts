@@ -104,6 +104,12 @@ describe('containers -> workloads and readiness', () => {
     expect(w.readyPort).toBe(port);
   });
 
+  it('runs the command as is only with the flatnet.io/run-command annotation', () => {
+    const busy = c({ image: 'busybox', command: ['sh', '-c', 'exit 0'] });
+    expect(workloadFor(busy, ctx, { 'flatnet.io/run-command': 'true' })).toEqual({ kind: 'command', argv: ['sh', '-c', 'exit 0'] });
+    expect(workloadFor(busy, ctx, {}).kind).toBe('placeholder');
+  });
+
   it('runs a placeholder for anything else', () => {
     expect(workloadFor(c({ image: 'busybox', command: ['sh', '-c', 'sleep 1d'] }), ctx)).toMatchObject({ kind: 'placeholder', argv: ['sleep', 'infinity'] });
     expect(workloadFor(c({ args: ['dns-server'] }), ctx)).toMatchObject({ kind: 'placeholder' });

@@ -1,3 +1,8 @@
+// Workloads: containers with an agnhost image and the subcommand netexec, serve-hostname, porter or pause (and the
+// pause image) run flatnet's emulation (test/cluster/netexec/main.ts) in the pod's netns; other containers run a
+// `sleep infinity` placeholder, or, with the pod annotation flatnet.io/run-command: "true", their command/args as is
+// with the host's binaries (e.g. a busybox `sh -c "wget ..."` client pod). restartPolicy is honoured on exit.
+//
 // Launcher for the node agent (the kubelet stand-in), one per node. The agent runs as a child process inside the
 // node's network namespace (nsenter --net, so it shares the host mount namespace with containerd's netns mounts).
 //

@@ -102,10 +102,14 @@ export function podHostname(pod: V1Pod): string {
 }
 
 export type Workload =
+  | { kind: 'command'; argv: string[] }
   | { kind: 'agnhost'; subcommand: string; argv: string[]; /** the TCP port that answers once it serves, if any */ readyPort?: number }
   | { kind: 'placeholder'; argv: string[]; reason: string };
 
 const EMULATED = ['netexec', 'serve-hostname', 'porter', 'pause'];
+
+/** Pod annotation: run non-agnhost containers' command/args with the host's binaries inside the pod netns. */
+export const RUN_COMMAND_ANNOTATION = 'flatnet.io/run-command';
 
 function flagValue(flags: readonly string[], name: string): string | undefined {
   for (let i = 0; i < flags.length; i++) {
@@ -121,8 +125,12 @@ function flagValue(flags: readonly string[], name: string): string | undefined {
  * How a container runs here: agnhost netexec / serve-hostname / porter / pause -> our emulation
  * (test/cluster/netexec/main.ts); anything else -> a sleeping placeholder (its network identity is the sandbox's).
  */
-export function workloadFor(c: V1Container, ctx: Pick<AgentContext, 'netexecMain' | 'nodeBin'>): Workload {
+export function workloadFor(c: V1Container, ctx: Pick<AgentContext, 'netexecMain' | 'nodeBin'>, annotations: Record<string, string> = {}): Workload {
   const args = [...(c.command ?? []), ...(c.args ?? [])];
+  // opt-in: run the container's command as is, with the host's binaries (e.g. sh -c "curl ..." client pods)
+  if (annotations[RUN_COMMAND_ANNOTATION] === 'true' && args.length > 0 && !AGNHOST_IMAGE.test(c.image ?? '')) {
+    return { kind: 'command', argv: args };
+  }
   // agnhost images use the entrypoint /agnhost; `command: ["/agnhost", "netexec", ...]` or args only
   const cleaned = args[0] && /(^|\/)agnhost$/.test(args[0]) ? args.slice(1) : args;
   const sub = cleaned[0] ?? '';

@@ -68,6 +68,7 @@ export class PodWorker {
   private retryTimer?: NodeJS.Timeout;
   private sandboxAttempts = 0;
   private sandboxRetryAt = 0;
+  private sandboxStopped = false;
   private termination?: Promise<void>;
 
   constructor(pod: V1Pod, deps: WorkerDeps) {
@@ -136,7 +137,16 @@ export class PodWorker {
       if (!this.stopped) await this.patchStatus();
       return;
     }
-    if (this.st.phase === 'Succeeded' || this.st.phase === 'Failed') return this.patchStatus();
+    if (this.st.phase === 'Succeeded' || this.st.phase === 'Failed') {
+      await this.patchStatus();
+      // like the kubelet: a finished pod's sandbox is stopped (CNI DEL frees its IP); it is removed on deletion
+      if (this.st.sandboxId && !this.sandboxStopped) {
+        await this.d.cri.stopPodSandbox(this.st.sandboxId);
+        this.sandboxStopped = true;
+        this.d.log('sandbox stopped (pod finished)', { pod: this.key, phase: this.st.phase });
+      }
+      return;
+    }
     if (!this.st.sandboxId) {
       if (Date.now() < this.sandboxRetryAt) return this.scheduleRetry(this.sandboxRetryAt - Date.now());
       const ok = await this.ensureSandbox();
@@ -182,7 +192,7 @@ export class PodWorker {
     const specs = this.pod.spec?.containers ?? [];
     if (this.slots.length === 0) {
       this.slots = specs.map((c) => {
-        const workload = workloadFor(c, this.d.ctx);
+        const workload = workloadFor(c, this.d.ctx, this.pod.metadata?.annotations ?? {});
         if (workload.kind === 'placeholder') this.d.log('placeholder workload', { pod: this.key, container: c.name, reason: workload.reason });
         return {
           spec: c,
@@ -208,6 +218,7 @@ export class PodWorker {
       this.startContainer(slot);
     }
     this.updatePhase();
+    if (this.st.phase === 'Succeeded' || this.st.phase === 'Failed') this.again = true;
   }
 
   private shouldRestart(slot: ContainerSlot): boolean {
