@@ -21,7 +21,7 @@ import {
   waitNodesReady,
 } from './nodes/index.ts';
 import { teardownCluster, type Leftovers } from './nodes/teardown.ts';
-import { pickUnderlaySubnet } from './nodes/underlay.ts';
+import { assertSubnetFree, pickUnderlaySubnet } from './nodes/underlay.ts';
 import {
   DEFAULT_CLUSTER_NAME,
   K8S_BIN_DIR,
@@ -112,6 +112,7 @@ export async function up(o: UpOptions = {}, runner: Runner = new ExecRunner()): 
   if (!['routes', 'overlay'].includes(podNetwork)) throw new Error(`--pod-network ${podNetwork}: expected routes|overlay`);
   if (podNetwork === 'overlay' && proxyMode === 'none') throw new Error('--pod-network overlay needs the node daemon: use a --proxy-mode other than none');
 
+  if (o.underlaySubnet) await assertSubnetFree(runner, o.underlaySubnet);
   await ensureControlPlaneBins(log);
   ensurePlugins(log);
   const taken = listClusters()

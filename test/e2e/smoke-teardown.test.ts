@@ -3,7 +3,7 @@
 import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { afterAll, describe, expect, it } from 'vitest';
 import { down } from '../cluster/cli.ts';
 import { clusterDir, loadState, NODE24, REPO_ROOT, type ClusterState } from '../cluster/state.ts';
@@ -111,5 +111,19 @@ describe('cluster teardown', () => {
     const left = await down(crashed);
     expect(left).toEqual({ netns: [], links: [], pids: [], mounts: [], files: [] });
     expectMachineClean(crashed, nodeNetns);
+  });
+
+  it.each([
+    [['--nodes', '0'], /--nodes 0: expected 1\.\.20/],
+    [['--proxy-mode', 'bogus'], /--proxy-mode bogus: expected iptables\|nftables\|ipvs\|none/],
+    [['--pod-network', 'flat'], /--pod-network flat: expected routes\|overlay/],
+    [['--subnet', '8.8.8.0/24'], /not a private IPv4 \/24/],
+    [['--subnet', '10.244.3.0/24'], /overlaps the pod network 10\.244\.0\.0\/16/],
+  ])('rejects up %j cleanly, creating nothing', (args, message) => {
+    const bad = runPrefix();
+    const r = spawnSync(NODE24, [join(REPO_ROOT, 'test', 'cluster', 'cli.ts'), 'up', '--name', bad, ...args], { encoding: 'utf8' });
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(message);
+    expectMachineClean(bad);
   });
 });

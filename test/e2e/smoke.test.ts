@@ -1,5 +1,10 @@
 // Smoke test of the local cluster: real control plane, node namespaces, containerd + agent per node, flatnet's CNI.
+import { execFileSync } from 'node:child_process';
+import { accessSync, constants, existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { isAlive } from '../cluster/control-plane/proc.ts';
+import { loadState, NODE24, REPO_ROOT } from '../cluster/state.ts';
 import { manifest, netexecPod, useCluster, type Cluster } from './helpers/cluster.ts';
 
 function ipToInt(ip: string): number {
@@ -125,5 +130,48 @@ describe('local cluster smoke', () => {
       const r = await c.curl(c.nodeNames[0]!, `http://${ip}:8080/hostname`);
       expect(r.stdout.trim()).toBe(dst);
     }
+  });
+
+  it('prints exactly the two export lines of cluster:env, pointing at a working kubeconfig and kubectl', () => {
+    const out = execFileSync(NODE24, [join(REPO_ROOT, 'test', 'cluster', 'cli.ts'), 'env', '--name', c.name], { encoding: 'utf8' });
+    const lines = out.split('\n').filter(Boolean);
+    expect(lines).toHaveLength(2);
+    const kc = /^export KUBECONFIG=(\S+)$/.exec(lines[0]!)?.[1];
+    const kubectl = /^export KUBECTL=(\S+)$/.exec(lines[1]!)?.[1];
+    expect(kc && existsSync(kc)).toBe(true);
+    accessSync(kubectl!, constants.X_OK);
+    const ns = execFileSync(kubectl!, ['get', 'ns', 'default', '-o', 'name'], { env: { ...process.env, KUBECONFIG: kc }, encoding: 'utf8' });
+    expect(ns.trim()).toBe('namespace/default');
+  });
+
+  it('runs cluster:exec in a node, a pod and the external namespace', async () => {
+    const cli = (target: string, argv: string[]) =>
+      execFileSync(NODE24, [join(REPO_ROOT, 'test', 'cluster', 'cli.ts'), 'exec', '--name', c.name, target, '--', ...argv], { encoding: 'utf8' });
+    expect(cli(c.nodeNames[1]!, ['ip', '-4', '-o', 'addr', 'show', 'dev', 'eth0'])).toContain(` ${c.nodeIP(c.nodeNames[1]!)}/24 `);
+    expect(cli('external', ['ip', '-4', '-o', 'addr', 'show', 'dev', 'eth0'])).toContain(` ${c.externalIP}/24 `);
+    expect(cli(`${ns}/c`, ['ip', '-4', '-o', 'addr', 'show', 'dev', 'eth0'])).toContain(` ${await c.podIP(`${ns}/c`)}/24 `);
+  });
+
+  it.skipIf(!existsSync(join(REPO_ROOT, 'proxy', 'main.ts')))('serves the Service ClusterIP from a pod through the node daemon, also after restart-daemon', async () => {
+    const ip = await c.serviceIP(`${ns}/web`);
+    await c.waitEndpoints(`${ns}/web`, pods.length);
+    const seen = async () => {
+      const names = new Set<string>();
+      for (let i = 0; i < 16; i++) names.add((await c.curl(`${ns}/b`, `http://${ip}:80/hostname`)).stdout.trim());
+      return names;
+    };
+    const before = await seen();
+    expect([...before].every((n) => pods.some((p) => p.name === n))).toBe(true);
+    expect(before.size).toBeGreaterThan(1);
+
+    const node = c.nodeNames[1]!;
+    const old = loadState(c.name)!.processes.find((p) => p.role === 'daemon' && p.node === node)!;
+    const pid = await c.restartDaemon(node);
+    expect(pid).not.toBe(old.pid);
+    expect(isAlive(old)).toBe(false);
+    const now = loadState(c.name)!.processes.find((p) => p.role === 'daemon' && p.node === node)!;
+    expect(now.pid).toBe(pid);
+    expect(isAlive(now)).toBe(true);
+    expect((await seen()).size).toBeGreaterThan(1);
   });
 });

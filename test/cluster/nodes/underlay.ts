@@ -2,6 +2,7 @@
 // per node and one "external" netns, each attached by a veth whose inner end is eth0. Planned as ip -batch text (pure),
 // applied with one `ip -batch` for the host and one per namespace.
 import type { Runner } from '../../../lib/exec/runner.ts';
+import { CLUSTER_CIDR, SERVICE_CIDR } from '../state.ts';
 
 export interface UnderlayMember {
   netns: string;
@@ -103,4 +104,33 @@ export async function pickUnderlaySubnet(runner: Runner, taken: readonly string[
   for (const m of (r.stdout + a.stdout + taken.join(' ')).matchAll(/172\.30\.(\d+)\./g)) used.add(Number(m[1]));
   for (let n = 7; n < 250; n++) if (!used.has(n)) return `172.30.${n}.0/24`;
   throw new Error('no free 172.30.x.0/24 underlay subnet');
+}
+
+function ipInt(ip: string): number {
+  return ip.split('.').reduce((a, o) => a * 256 + Number(o), 0);
+}
+
+/** True when two IPv4 CIDRs overlap (pure). */
+export function cidrsOverlap(a: string, b: string): boolean {
+  const [an, al] = a.split('/');
+  const [bn, bl] = b.split('/');
+  const len = Math.min(Number(al ?? 32), Number(bl ?? 32));
+  const mask = len === 0 ? 0 : (0xffffffff << (32 - len)) >>> 0;
+  return ((ipInt(an!) & mask) >>> 0) === ((ipInt(bn!) & mask) >>> 0);
+}
+
+/** Refuses an underlay subnet that overlaps any route or address the host already has (other than the default route). */
+export async function assertSubnetFree(runner: Runner, subnet: string): Promise<void> {
+  underlayBase(subnet);
+  for (const [what, cidr] of [['pod network', CLUSTER_CIDR], ['service network', SERVICE_CIDR]] as const) {
+    if (cidrsOverlap(cidr, subnet)) throw new Error(`underlay subnet ${subnet} overlaps the ${what} ${cidr}`);
+  }
+  const r = await runner.run(['ip', '-4', '-o', 'route', 'show', 'table', 'all']);
+  const a = await runner.run(['ip', '-4', '-o', 'addr', 'show']);
+  const used = [
+    ...r.stdout.split('\n').map((l) => l.split(' ')[0] ?? '').filter((d) => /^\d+\.\d+\.\d+\.\d+(\/\d+)?$/.test(d)),
+    ...[...a.stdout.matchAll(/inet (\d+\.\d+\.\d+\.\d+\/\d+)/g)].map((m) => m[1]!),
+  ].filter((d) => !d.startsWith('127.'));
+  const clash = used.find((d) => cidrsOverlap(d.includes('/') ? d : `${d}/32`, subnet));
+  if (clash) throw new Error(`underlay subnet ${subnet} overlaps ${clash} already on this host; pick another with --subnet`);
 }
