@@ -74,9 +74,15 @@ async function masqSetup(runner: Runner, cfg: BridgeConfig, containerID: string,
   if (progs[6]) await runner.run(['ip6tables-restore', '--noflush', '-w'], { input: progs[6] });
 }
 
-async function iptablesRemove(runner: Runner, select: (saved: ReturnType<typeof parseIptablesSaveNat>) => Set<string>): Promise<void> {
+type Family = 4 | 6;
+
+async function iptablesRemove(
+  runner: Runner,
+  select: (saved: ReturnType<typeof parseIptablesSaveNat>) => Set<string>,
+  families: readonly Family[] = [4, 6],
+): Promise<void> {
   await Promise.all(
-    (['iptables', 'ip6tables'] as const).map(async (bin) => {
+    families.map((f) => (f === 4 ? 'iptables' : 'ip6tables')).map(async (bin) => {
       const saved = await runner.run([`${bin}-save`, '-t', 'nat'], { allowFail: true });
       if (saved.code !== 0) return;
       const parsed = parseIptablesSaveNat(saved.stdout);
@@ -92,14 +98,15 @@ async function nftMasqRules(runner: Runner): Promise<ReturnType<typeof parseNftR
   return parseNftRules(r.stdout);
 }
 
-async function masqTeardown(runner: Runner, cfg: BridgeConfig, containerID: string, ifname: string): Promise<void> {
+/** families = the address families the attachment used, when known (prevResult); both otherwise */
+async function masqTeardown(runner: Runner, cfg: BridgeConfig, containerID: string, ifname: string, families?: readonly Family[]): Promise<void> {
   if (cfg.ipMasqBackend === 'nftables') {
     const prog = renderNftDelete(nftRulesOf(await nftMasqRules(runner), instanceHash(cfg.name, ifname, containerID)));
     if (prog) await nftRun(runner, prog);
     return;
   }
   const chain = iptablesChain(cfg.name, ifname, containerID);
-  await iptablesRemove(runner, () => new Set([chain]));
+  await iptablesRemove(runner, () => new Set([chain]), families);
 }
 
 async function spoofTeardown(runner: Runner, containerID: string, ifname: string): Promise<void> {
@@ -216,7 +223,8 @@ export async function bridgeAdd(ctx: InvocationContext, deps: BridgeDeps): Promi
       }
     }
     if (plan.masqIps.length) {
-      undo.push(() => masqTeardown(runner, cfg, env.containerId, env.ifname));
+      const fams = [...new Set(plan.masqIps.map((ip): Family => (ip.includes(':') ? 6 : 4)))];
+      undo.push(() => masqTeardown(runner, cfg, env.containerId, env.ifname, fams));
       try {
         await masqSetup(runner, cfg, env.containerId, env.ifname, plan.masqIps);
       } catch (e) {
@@ -255,7 +263,10 @@ export async function bridgeDel(ctx: InvocationContext, deps: BridgeDeps): Promi
     );
   }
   if (cfg.ipMasq) {
-    steps.push(masqTeardown(runner, cfg, env.containerId, env.ifname).catch((e: unknown) => Promise.reject(kernelError('failed to remove IP masquerade', e))));
+    // libcni passes the cached result on DEL: its IPs tell which families need looking at
+    const prevIps = ctx.conf.prevResult?.ips ?? [];
+    const fams = prevIps.length ? [...new Set(prevIps.map((i): Family => (i.address.includes(':') ? 6 : 4)))] : undefined;
+    steps.push(masqTeardown(runner, cfg, env.containerId, env.ifname, fams).catch((e: unknown) => Promise.reject(kernelError('failed to remove IP masquerade', e))));
   }
   if (cfg.macSpoofCheck) {
     steps.push(spoofTeardown(runner, env.containerId, env.ifname).catch((e: unknown) => Promise.reject(kernelError('failed to remove mac spoof check', e))));
