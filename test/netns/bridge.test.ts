@@ -259,6 +259,21 @@ describe('bridge options', () => {
     expect(ipJ(pair.containers[1]!.name, 'link', 'show').map((l) => l['ifname'])).toEqual(['lo']);
   });
 
+  it('forceAddress replaces a different bridge address; enabledad turns DAD on in the container', async () => {
+    const { pair, side } = setup(1);
+    execFileSync('ip', ['-n', pair.host.name, 'link', 'add', BR, 'type', 'bridge']);
+    execFileSync('ip', ['-n', pair.host.name, 'addr', 'add', '10.50.0.1/24', 'dev', BR]);
+    const list = conflist('1.0.0', pair.dataDir, { forceAddress: true, enabledad: true });
+    const add = await side.add(list, att(pair.containers[0]!));
+    expect(add.code, add.stdout).toBe(0);
+    const br = ipJ(pair.host.name, 'addr', 'show', 'dev', BR)[0]!;
+    expect((br['addr_info'] as Json[]).filter((x) => x['family'] === 'inet').map((x) => x['local'])).toEqual(['10.77.0.1']);
+    const c = pair.containers[0]!.name;
+    const rd = (k: string): string => execFileSync('ip', ['netns', 'exec', c, 'cat', `/proc/sys/net/ipv6/conf/eth0/${k}`], { encoding: 'utf8' }).trim();
+    expect(rd('accept_dad')).toBe('1');
+    expect(rd('enhanced_dad')).toBe('1');
+  });
+
   it.skipIf(!vlanFilteringSupported())('promiscMode and vlan: bridge promiscuous, vlan filtering, port pvid untagged, gateway on BR.vlan', async () => {
     const { pair, side } = setup(1);
     const list = conflist('1.0.0', pair.dataDir, { promiscMode: true, vlan: 100 });
