@@ -116,6 +116,15 @@ describe('planAdd', () => {
     expect(p.hostBatch).toContain('address replace 10.1.0.1/24 dev br0.100');
     expect(p.result.interfaces?.[3]?.name).toBe('br0.100');
   });
+  it('vlanTrunk: trunk ids tagged, native vlan 1 untagged; preserveDefaultVlan keeps vid 1', () => {
+    const p = planAdd({ ...base, cfg: parseBridgeConfig(conf({ vlanTrunk: [{ minID: 10, maxID: 11 }, { id: 20 }] })), ipam, hostLinks: [] });
+    const hv = p.hostVeth;
+    expect(p.bridgeBatch).toBe(
+      `vlan del dev ${hv} vid 1\nvlan add dev ${hv} vid 10\nvlan add dev ${hv} vid 11\nvlan add dev ${hv} vid 20\nvlan add dev ${hv} vid 1 pvid untagged\n`,
+    );
+    const q = planAdd({ ...base, cfg: parseBridgeConfig(conf({ vlan: 7, preserveDefaultVlan: true })), ipam, hostLinks: [] });
+    expect(q.bridgeBatch).toBe(`vlan add dev ${q.hostVeth} vid 7 pvid untagged\n`);
+  });
   it('dual stack enables IPv6 in the container and adds both addresses', () => {
     const p = planAdd({
       ...base,
