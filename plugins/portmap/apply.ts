@@ -16,6 +16,7 @@ import {
 } from '../../lib/iptables/index.ts';
 import { Nft, NftTransaction, type NftTableListing } from '../../lib/nft/index.ts';
 import type { ContainerIPs, PortMapConfig } from './config.ts';
+import { DEFAULT_LOCK_PATH, withHostLock } from './lock.ts';
 import type { Family, ParsedCidr } from './ip.ts';
 import {
   MASQ_CHAIN,
@@ -40,6 +41,8 @@ export interface Env {
   /** the host network namespace to act in (tests); undefined = the plugin's own */
   netns?: string;
   log: Logger;
+  /** host-wide lock file serializing iptables read-modify-write; '' disables locking */
+  lockPath?: string;
 }
 
 /** A failure the caller could not have prevented (kernel state changed under us, a tool failed). */
@@ -98,7 +101,16 @@ export class IptablesBackend {
     return new Iptables({ runner: this.env.runner, family, mode: this.mode, netns: this.env.netns });
   }
 
-  async add(cfg: PortMapConfig, containerId: string, ips: ContainerIPs): Promise<void> {
+  private locked<T>(f: () => Promise<T>): Promise<T> {
+    const path = this.env.lockPath ?? DEFAULT_LOCK_PATH;
+    return path ? withHostLock(path, 60, f) : f();
+  }
+
+  add(cfg: PortMapConfig, containerId: string, ips: ContainerIPs): Promise<void> {
+    return this.locked(() => this.addLocked(cfg, containerId, ips));
+  }
+
+  private async addLocked(cfg: PortMapConfig, containerId: string, ips: ContainerIPs): Promise<void> {
     for (const c of [ips.v4, ips.v6]) {
       if (!c || !cfg.mappings.length) continue; // every family with an address gets a chain, as in the reference
       if (cfg.snat && c.family === 4) await enableRouteLocalnet(this.env, c.ip);
@@ -134,7 +146,11 @@ export class IptablesBackend {
   }
 
   /** Remove one container's chain and entry rules from both families; a no-op when they are gone. */
-  async del(network: string, containerId: string): Promise<void> {
+  del(network: string, containerId: string): Promise<void> {
+    return this.locked(() => this.delLocked(network, containerId));
+  }
+
+  private async delLocked(network: string, containerId: string): Promise<void> {
     const chain = dnatChainName(network, containerId);
     for (const family of [4, 6] as const) {
       const ipt = await this.ipt(family);
@@ -169,7 +185,11 @@ export class IptablesBackend {
   }
 
   /** Remove the chains of this network's containers that are not in validIds. */
-  async gc(network: string, validIds: readonly string[]): Promise<string[]> {
+  gc(network: string, validIds: readonly string[]): Promise<string[]> {
+    return this.locked(() => this.gcLocked(network, validIds));
+  }
+
+  private async gcLocked(network: string, validIds: readonly string[]): Promise<string[]> {
     const valid = new Set(validIds.map((id) => dnatChainName(network, id)));
     const removed: string[] = [];
     for (const family of [4, 6] as const) {

@@ -2,7 +2,7 @@
 // container netns on it, and a "client" netns standing for another host (veth to the node). Everything is private
 // to namespaces created here, so iptables/nft state never touches the machine's own.
 
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -121,6 +121,29 @@ export class Scenario {
       const err = e as { stdout?: string; stderr?: string; status?: number };
       throw new Error(`${binary} ${command} exited ${err.status}: ${err.stdout ?? ''} ${err.stderr ?? ''}`, { cause: e });
     }
+  }
+
+  /** execPlugin, asynchronously (for concurrent invocations); resolves to {code, stdout}. */
+  execPluginAsync(binary: string, command: CniCommand, containerId: string, netns: string, conf: unknown): Promise<{ code: number; stdout: string }> {
+    return new Promise((res) => {
+      const child = execFile(
+        'ip',
+        ['netns', 'exec', this.node.name, binary],
+        {
+          encoding: 'utf8',
+          env: {
+            PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin',
+            CNI_COMMAND: command,
+            CNI_CONTAINERID: containerId,
+            CNI_NETNS: netns,
+            CNI_IFNAME: 'eth0',
+            CNI_PATH: '/usr/lib/cni',
+          },
+        },
+        (err, stdout) => res({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout }),
+      );
+      child.stdin?.end(JSON.stringify(conf));
+    });
   }
 
   /** A container netns wired to the bridge by the reference bridge + host-local (dual-stack). */
