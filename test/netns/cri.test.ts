@@ -3,12 +3,12 @@
 // underlay link. The plugins are flatnet's (dist/bin) when they all work, else the reference plugins
 // (FLATNET_CRI_CNI=ours|reference forces one); each is wrapped so every call is logged with its env.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CriClient, type SandboxStatus } from '../cluster/cri/client.ts';
-import { startContainerd, type ContainerdInstance } from '../cluster/runtime/containerd.ts';
+import { findShims, startContainerd, type ContainerdInstance } from '../cluster/runtime/containerd.ts';
 import { choosePluginSource, parseCniArgs, prepareCniBinDir, readCniCalls, readCniStdins } from '../cluster/runtime/cnibin.ts';
 import { createNetns, removeLinksWithPrefix, removeNetnsWithPrefix, type TestNetns } from '../helpers/netns.ts';
 import { runPrefix } from '../helpers/prefix.ts';
@@ -255,3 +255,50 @@ describe(`CRI (containerd ${'1.6'}) invoking ${SOURCE} CNI plugins`, () => {
     for (const ip of [...a.ips, ...b.ips]) expect(rules).not.toContain(ip);
   });
 });
+
+describe('containerd instance lifecycle', () => {
+  it('stop() tears down remaining sandboxes (CNI DEL), kills its shims and pause processes, unmounts and removes its state', async () => {
+    const sub = join(dir, 'second');
+    const ipam2 = join(sub, 'ipam');
+    const conf2 = join(sub, 'conf');
+    mkdirSync(conf2, { recursive: true });
+    writeFileSync(
+      join(conf2, '10-second.conflist'),
+      JSON.stringify({
+        cniVersion: '1.0.0',
+        name: 'second',
+        plugins: [{ type: 'bridge', bridge: `${P}b2`, isGateway: true, ipam: { type: 'host-local', dataDir: ipam2, ranges: [[{ subnet: '10.244.62.0/24' }]] } }],
+      }),
+    );
+    const c2 = await startContainerd({ name: `${P}c2`, stateDir: join(sub, 'containerd'), netnsName: node.name, cniBinDir: join(dir, 'bin'), cniConfDir: conf2 });
+    const cri2 = new CriClient(c2.socket);
+    let stopped = false;
+    try {
+      const ids = [
+        await cri2.runPodSandbox({ metadata: { name: 's1', namespace: 'x', uid: 's1' } }),
+        await cri2.runPodSandbox({ metadata: { name: 's2', namespace: 'x', uid: 's2' } }),
+      ];
+      const pids = await Promise.all(ids.map(async (id) => (await cri2.podSandboxStatus(id)).pid!));
+      expect(pids.every((p) => p > 0 && existsSync(`/proc/${p}`))).toBe(true);
+      const shims = findShims(c2.socket);
+      expect(shims.length).toBeGreaterThanOrEqual(1);
+      expect(readdirSync(join(ipam2, 'second')).filter((f) => /^\d/.test(f))).toHaveLength(2);
+      cri2.close();
+      await c2.stop();
+      stopped = true;
+      // processes gone: containerd, its shims, the pause processes
+      for (const p of [c2.pid, ...shims, ...pids]) expect(existsSync(`/proc/${p}`), `pid ${p}`).toBe(false);
+      // the CNI DELs ran: no allocation, no veth on its bridge; nothing mounted under (or left of) its state dir
+      expect(readdirSync(join(ipam2, 'second')).filter((f) => /^\d/.test(f))).toEqual([]);
+      expect(inNetns(node.path, ['ip', '-o', 'link', 'show', 'master', `${P}b2`]).trim()).toBe('');
+      expect(readFileSync('/proc/self/mountinfo', 'utf8')).not.toContain(join(sub, 'containerd'));
+      expect(existsSync(join(sub, 'containerd'))).toBe(false);
+    } finally {
+      if (!stopped) {
+        cri2.close();
+        await c2.stop();
+      }
+    }
+  });
+});
+

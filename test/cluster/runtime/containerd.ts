@@ -260,10 +260,15 @@ export async function startContainerd(opts: ContainerdOptions): Promise<Containe
     if (opts.cleanSandboxesOnStop !== false && alive(pid) && existsSync(grpc)) {
       const cri = new CriClient(grpc, { timeoutMs: 30_000 });
       try {
-        for (const sb of await cri.listPodSandbox()) {
-          await cri.stopPodSandbox(sb.id).catch(() => {});
-          await cri.removePodSandbox(sb.id).catch(() => {});
-        }
+        // a few at a time: each teardown runs the CNI DELs
+        const queue = await cri.listPodSandbox();
+        const worker = async (): Promise<void> => {
+          for (let sb = queue.shift(); sb; sb = queue.shift()) {
+            await cri.stopPodSandbox(sb.id).catch(() => {});
+            await cri.removePodSandbox(sb.id).catch(() => {});
+          }
+        };
+        await Promise.all(Array.from({ length: 4 }, worker));
       } catch {
         /* best effort */
       } finally {
