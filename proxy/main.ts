@@ -5,12 +5,13 @@
 // SIGTERM/SIGINT: stop watching and serving, stop the overlay controller, leave the kernel rules in place.
 
 import { existsSync } from 'node:fs';
-import { hostname } from 'node:os';
+import { availableParallelism, hostname } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import pino from 'pino';
 import { ExecRunner } from '../lib/exec/exec.ts';
 import type { Runner } from '../lib/exec/runner.ts';
 import { IptablesProxier } from './backends/iptables/proxier.ts';
+import { conntrackSysctls } from './conntrack/sysctls.ts';
 import { ConfigError, configView, loadConfig, splitHostPort, type DaemonConfig } from './config/config.ts';
 import { ProxyDaemon } from './daemon.ts';
 import { ServiceHealthServers, startHealthzServer, startMetricsServer } from './healthcheck/servers.ts';
@@ -96,6 +97,19 @@ async function main(argv: string[]): Promise<number> {
     await cleanupAll(runner, log);
     log.info({}, 'cleanup done');
     return 0;
+  }
+
+  let sysctls: ReturnType<typeof conntrackSysctls>;
+  try {
+    sysctls = conntrackSysctls(cfg.conntrack, availableParallelism());
+  } catch (e) {
+    process.stderr.write(`flatnet-proxy: ${(e as Error).message}\n`);
+    return 2;
+  }
+  for (const sc of sysctls) {
+    const r = await runner.run(['sysctl', '-w', `${sc.key}=${sc.value}`], { allowFail: true });
+    if (r.code !== 0) log.warn({ sysctl: sc.key, err: r.stderr.trim() }, 'cannot set conntrack sysctl');
+    else log.info({ sysctl: sc.key, value: sc.value }, 'conntrack sysctl set');
   }
 
   const families: IpFamily[] = [4];

@@ -73,3 +73,17 @@ describe('runConntrackCleanup', () => {
     await expect(runConntrackCleanup(runner(2), [['conntrack', '-D']])).rejects.toThrow(/failed/);
   });
 });
+
+describe('conntrackSysctls', () => {
+  it('maps the conntrack section to sysctls, only for fields given', async () => {
+    const { conntrackSysctls } = await import('../../../proxy/conntrack/sysctls.ts');
+    expect(conntrackSysctls({}, 4)).toEqual([]);
+    expect(conntrackSysctls({ maxPerCore: 32768, min: 131072, tcpEstablishedTimeout: '24h0m0s', udpTimeout: '30s', tcpBeLiberal: true }, 2)).toEqual([
+      { key: 'net.netfilter.nf_conntrack_max', value: '131072' },
+      { key: 'net.netfilter.nf_conntrack_tcp_timeout_established', value: '86400' },
+      { key: 'net.netfilter.nf_conntrack_udp_timeout', value: '30' },
+      { key: 'net.netfilter.nf_conntrack_tcp_be_liberal', value: '1' },
+    ]);
+    expect(() => conntrackSysctls({ udpTimeout: 'soon' }, 1)).toThrow(/invalid duration/);
+  });
+});
