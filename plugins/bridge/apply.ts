@@ -199,12 +199,7 @@ export async function bridgeAdd(ctx: InvocationContext, deps: BridgeDeps): Promi
         if (b.length) await runIpBatch(runner, b.join('\n') + '\n', { allowFail: true });
       });
     }
-    try {
-      await runIpBatch(runner, plan.hostBatch);
-      if (plan.bridgeBatch) await runner.run(['bridge', '-batch', '-'], { input: plan.bridgeBatch });
-    } catch (e) {
-      throw kernelError(`failed to set up bridge ${cfg.bridge}`, e);
-    }
+    // bridge membership, gateway sysctls, spoof check and masquerade are independent: apply them together
     for (const s of plan.hostSysctls) {
       try {
         deps.writeSysctl(s.key, s.value, s.optional);
@@ -212,25 +207,34 @@ export async function bridgeAdd(ctx: InvocationContext, deps: BridgeDeps): Promi
         throw new CniError(ErrorCode.IoFailure, `failed to set sysctl ${s.key}=${s.value}: ${String(e)}`);
       }
     }
-    await pause('after-host');
-
+    const tasks: Promise<void>[] = [
+      (async () => {
+        try {
+          await runIpBatch(runner, plan.hostBatch);
+          if (plan.bridgeBatch) await runner.run(['bridge', '-batch', '-'], { input: plan.bridgeBatch });
+        } catch (e) {
+          throw kernelError(`failed to set up bridge ${cfg.bridge}`, e);
+        }
+      })(),
+    ];
     if (cfg.macSpoofCheck) {
       undo.push(() => spoofTeardown(runner, env.containerId, env.ifname));
-      try {
-        await nftRun(runner, renderSpoofSetup(spoofId(env.containerId, env.ifname), plan.hostVeth, plan.containerMac));
-      } catch (e) {
-        throw kernelError('failed to set up mac spoof check', e);
-      }
+      tasks.push(
+        nftRun(runner, renderSpoofSetup(spoofId(env.containerId, env.ifname), plan.hostVeth, plan.containerMac)).catch((e: unknown) =>
+          Promise.reject(kernelError('failed to set up mac spoof check', e)),
+        ),
+      );
     }
     if (plan.masqIps.length) {
       const fams = [...new Set(plan.masqIps.map((ip): Family => (ip.includes(':') ? 6 : 4)))];
       undo.push(() => masqTeardown(runner, cfg, env.containerId, env.ifname, fams));
-      try {
-        await masqSetup(runner, cfg, env.containerId, env.ifname, plan.masqIps);
-      } catch (e) {
-        throw kernelError('failed to set up IP masquerade', e);
-      }
+      tasks.push(
+        masqSetup(runner, cfg, env.containerId, env.ifname, plan.masqIps).catch((e: unknown) => Promise.reject(kernelError('failed to set up IP masquerade', e))),
+      );
     }
+    const failed = (await Promise.allSettled(tasks)).find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
+    await pause('after-host');
     await pause('before-result');
     success = true;
     return plan.result;

@@ -89,7 +89,7 @@ describe('bridgeAdd', () => {
   it('rolls everything back when the host program fails: container link, bridge it created, IPAM', async () => {
     const r = new FakeRunner();
     r.failOn = (a) => (a.join(' ') === 'ip -batch -' ? { code: 2, stdout: '', stderr: 'RTNETLINK answers: boom' } : undefined);
-    const { ctx: c, ipam } = ctx({});
+    const { ctx: c, ipam } = ctx({ ipMasq: false });
     const err = await bridgeAdd(c, deps(r)).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(CniError);
     expect((err as CniError).code).toBe(104);
@@ -98,6 +98,17 @@ describe('bridgeAdd', () => {
     const l = r.lines();
     // reverse order: the veth first, so the bridge is portless when it is checked
     expect(l.slice(5)).toEqual(['[ns] ip link del eth0', 'ip -j link show master br0', 'ip link del br0']);
+  });
+
+  it('masquerade applied concurrently with the host program is removed when the host program fails', async () => {
+    const r = new FakeRunner();
+    r.failOn = (a) => (a.join(' ') === 'ip -batch -' ? { code: 2, stdout: '', stderr: 'RTNETLINK answers: boom' } : undefined);
+    const { ctx: c } = ctx({});
+    await expect(bridgeAdd(c, deps(r))).rejects.toThrow(/boom/);
+    const l = r.lines();
+    expect(l).toContain('iptables-restore --noflush -w');
+    expect(l.indexOf('iptables-save -t nat')).toBeGreaterThan(l.indexOf('iptables-restore --noflush -w'));
+    expect(l).not.toContain('ip6tables-save -t nat'); // IPv4-only attachment
   });
 
   it('CNI_IFNAME exists (exit 17): error 101, the existing link is left alone, IPAM released', async () => {
