@@ -131,14 +131,15 @@ export class ProxyDaemon {
     await this.opts.source.start(h);
     this.opts.log.info({}, 'initial Service and EndpointSlice lists received');
     this.synced = true;
+    // the first sync runs through the runner too: syncs must never overlap (a slow first sync would otherwise
+    // race the runner's periodic tick and run two restores at once)
+    const first = new Promise<void>((r) => (this.firstAttempt = r));
     this.runner.start();
-    try {
-      await this.syncOnce();
-    } catch (err) {
-      this.opts.log.error({ err: String(err) }, 'initial sync failed; retrying');
-      this.runner.run();
-    }
+    this.runner.run();
+    await first;
   }
+
+  private firstAttempt: (() => void) | undefined;
 
   async stop(): Promise<void> {
     this.runner.stop();
@@ -156,9 +157,18 @@ export class ProxyDaemon {
     return this.runner.idle();
   }
 
-  /** One sync of every family. Throws on failure (the runner retries; the next sync is full). */
+  /** One sync of every family (call only through the runner, or when it is stopped). Throws on failure. */
   async syncOnce(): Promise<void> {
     if (!this.synced) return;
+    try {
+      await this.syncAll();
+    } finally {
+      this.firstAttempt?.();
+      this.firstAttempt = undefined;
+    }
+  }
+
+  private async syncAll(): Promise<void> {
     const start = this.clock.now();
     const ch = this.tracker.take();
     this.metrics.serviceChangesPending.set(0);

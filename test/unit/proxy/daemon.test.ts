@@ -253,4 +253,41 @@ describe('ProxyDaemon', () => {
     expect(backend.calls.at(-1)!.node.ips).toEqual(['192.168.0.7']);
     await d.stop();
   });
+
+  it('never runs two syncs at once, even when a sync outlasts syncPeriod', async () => {
+    const source = new FakeSource();
+    let active = 0;
+    let maxActive = 0;
+    let calls = 0;
+    const slow: ProxyBackend = {
+      mode: 'iptables',
+      async sync() {
+        calls++;
+        active++;
+        maxActive = Math.max(maxActive, active);
+        await new Promise((r) => setTimeout(r, 150));
+        active--;
+      },
+      cleanup: () => Promise.resolve(),
+    };
+    const d = new ProxyDaemon({
+      nodeName: 'n1',
+      config: { clusterCIDRs: [], detectLocalMode: 'ClusterCIDR', masqueradeAll: false, masqueradeBit: 14, nodePortAddresses: [] },
+      backends: new Map([[4, slow]]),
+      source,
+      log: silent,
+      minSyncPeriodMs: 10,
+      syncPeriodMs: 40,
+    });
+    const started = d.start();
+    source.release!();
+    await started;
+    for (let i = 0; i < 5; i++) {
+      source.h!.service(svc(`s${i}`, `10.96.0.${i + 10}`), false);
+      await new Promise((r) => setTimeout(r, 60));
+    }
+    await d.stop();
+    expect(calls).toBeGreaterThan(2);
+    expect(maxActive).toBe(1);
+  });
 });
