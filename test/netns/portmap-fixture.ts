@@ -33,11 +33,11 @@ for (const [type, host] of [['udp4', '0.0.0.0'], ['udp6', '::']]) {
   s.bind(Number(port), host);
 }`;
 
-const UDP_CLIENT = `const d = require('node:dgram'); const [h, p, t] = process.argv.slice(1);
+const UDP_CLIENT = `const d = require('node:dgram'); const [h, p, t, sport] = process.argv.slice(1);
 const s = d.createSocket(h.includes(':') ? 'udp6' : 'udp4');
 s.on('message', (m) => { process.stdout.write(m); process.exit(0); });
 s.on('error', () => process.exit(1));
-s.send('ping\\n', Number(p), h);
+s.bind(Number(sport || 0), () => s.send('ping\\n', Number(p), h));
 setTimeout(() => process.exit(2), Number(t) * 1000);`;
 
 export interface Container {
@@ -189,20 +189,27 @@ export class Scenario {
   /**
    * One request from a netns; returns {label, peer} as the server saw it, or undefined if nothing answered.
    */
-  request(from: TestNetns, proto: Proto, host: string, port: number, timeoutS = 5): { label: string; peer: string } | undefined {
+  request(from: TestNetns, proto: Proto, host: string, port: number, timeoutS = 5, udpSourcePort = 0): { label: string; peer: string } | undefined {
     // UDP is lossy and the machine is shared and busy: a datagram gets a second chance
-    const r = this.requestOnce(from, proto, host, port, timeoutS);
-    return r || proto === 'tcp' ? r : this.requestOnce(from, proto, host, port, timeoutS);
+    const r = this.requestOnce(from, proto, host, port, timeoutS, udpSourcePort);
+    return r || proto === 'tcp' ? r : this.requestOnce(from, proto, host, port, timeoutS, udpSourcePort);
   }
 
-  private requestOnce(from: TestNetns, proto: Proto, host: string, port: number, timeoutS: number): { label: string; peer: string } | undefined {
+  private requestOnce(
+    from: TestNetns,
+    proto: Proto,
+    host: string,
+    port: number,
+    timeoutS: number,
+    udpSourcePort: number,
+  ): { label: string; peer: string } | undefined {
     const v6 = host.includes(':');
     // TCP: socat, waiting up to timeoutS after stdin EOF too (its default of 0.5 s loses replies on a busy machine).
     // UDP: a Node one-liner that exits on the first reply (socat would wait out its timeout every time).
     const argv =
       proto === 'tcp'
         ? ['socat', `-T${timeoutS}`, `-t${timeoutS}`, '-', `TCP${v6 ? '6' : '4'}:${v6 ? `[${host}]` : host}:${port}`]
-        : [NODE, '-e', UDP_CLIENT, host, String(port), String(timeoutS)];
+        : [NODE, '-e', UDP_CLIENT, host, String(port), String(timeoutS), String(udpSourcePort)];
     let out = '';
     try {
       out = execFileSync('ip', ['netns', 'exec', from.name, 'timeout', String(timeoutS + 5), ...argv], {

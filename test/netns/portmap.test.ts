@@ -175,6 +175,22 @@ describe.each(combos)('portmap %s backend via %s (real netns)', (backendName, vi
     });
   });
 
+  it('ADD flushes stale UDP conntrack entries for its hostPorts (a flow that started before the mapping gets DNATed)', async () => {
+    const c10 = s.addContainer('c10');
+    await s.serve(c10, 'udp', 80, 'c10');
+    // some mapping first, so that conntrack is active in the node netns whatever ran before
+    await inv('ADD', c10, portmapConf(c10.prevResult, [{ hostPort: 5354, containerPort: 80, protocol: 'tcp' }], extra));
+    // same source port before and after: the first datagram creates a conntrack entry to the node itself
+    expect(s.request(s.client, 'udp', NODE_A, 5353, 1, 40123)).toBeUndefined();
+    expect(s.node.exec(['conntrack', '-L', '-p', 'udp', '--orig-port-dst', '5353'])).toContain('sport=40123');
+    await inv(
+      'ADD',
+      c10,
+      portmapConf(c10.prevResult, [{ hostPort: 5354, containerPort: 80, protocol: 'tcp' }, { hostPort: 5353, containerPort: 80, protocol: 'udp' }], extra),
+    );
+    expect(s.request(s.client, 'udp', NODE_A, 5353, 5, 40123)).toEqual({ label: 'c10', peer: CLIENT });
+  });
+
   it('masqAll masquerades traffic from outside too', async () => {
     const c7 = s.addContainer('c7');
     await s.serve(c7, 'tcp', 80, 'c7');
