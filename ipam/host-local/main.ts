@@ -41,8 +41,12 @@ export const handlers: PluginHandlers = {
   async add(ctx) {
     const cfg = config(ctx);
     const dns = readDns(cfg.resolvConf);
-    const ips = withStore(cfg, true, (s) => allocate(s, cfg.ranges, ctx.env.containerId, ctx.env.ifname, cfg.requestedIPs))!;
-    ctx.log.debug({ network: cfg.name, containerId: ctx.env.containerId, ips: ips.map((i) => i.address) }, 'allocated');
+    let lock: string | undefined;
+    const ips = withStore(cfg, true, (s) => {
+      lock = s.lockMechanism;
+      return allocate(s, cfg.ranges, ctx.env.containerId, ctx.env.ifname, cfg.requestedIPs);
+    })!;
+    ctx.log.debug({ network: cfg.name, containerId: ctx.env.containerId, ips: ips.map((i) => i.address), lock }, 'allocated');
     const result: CniResult = { cniVersion: ctx.conf.cniVersion, ips };
     if (cfg.routes.length > 0) result.routes = [...cfg.routes];
     if (dns) result.dns = dns;

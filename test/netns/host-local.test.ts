@@ -66,9 +66,9 @@ function run(bin: string, command: string, id: string, conf: Json | string, extr
   return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr, json: parse(r.stdout) };
 }
 
-function runAsync(bin: string, command: string, id: string, conf: Json): Promise<Outcome> {
+function runAsync(bin: string, command: string, id: string, conf: Json, extra: Record<string, string | undefined> = {}): Promise<Outcome> {
   return new Promise((res, rej) => {
-    const c = spawn(bin, [], { env: envFor(command, id), stdio: ['pipe', 'pipe', 'pipe'] });
+    const c = spawn(bin, [], { env: envFor(command, id, extra), stdio: ['pipe', 'pipe', 'pipe'] });
     let out = '';
     let err = '';
     c.stdout.on('data', (b: Buffer) => (out += b.toString()));
@@ -210,10 +210,11 @@ describe('host-local options (built binary)', () => {
     expect(run(OURS, 'CHECK', 'a', conf, { CNI_IFNAME: 'net1' }).json?.code).toBe(3);
   });
 
-  it('100 parallel ADDs in separate processes never share an address', async () => {
+  // native: the flock(2) addon embedded in the SEA; flock1: util-linux flock(1) on an inherited descriptor
+  it.each(['native', 'flock1'])('100 parallel ADDs in separate processes never share an address (lock: %s)', async (lock) => {
     const dd = newDataDir();
     const conf = netConf(dd, { ranges: [[{ subnet: '10.30.0.0/24' }], [{ subnet: 'fd30::/120' }]] });
-    const outs = await Promise.all(Array.from({ length: 100 }, (_, i) => runAsync(OURS, 'ADD', `par${i}`, conf)));
+    const outs = await Promise.all(Array.from({ length: 100 }, (_, i) => runAsync(OURS, 'ADD', `par${i}`, conf, { FLATNET_LOCK: lock })));
     const failed = outs.filter((o) => o.code !== 0);
     expect(failed.map((o) => o.stdout + o.stderr)).toEqual([]);
     const v4 = outs.map((o) => addresses(o)[0]!);
@@ -229,6 +230,9 @@ describe('host-local options (built binary)', () => {
     });
     // the store is consistent: no temp files left behind
     expect(readdirSync(dir).filter((f) => f.startsWith('.'))).toEqual([]);
+    // and the lock was taken the way we asked
+    const one = await runAsync(OURS, 'ADD', 'probe', conf, { FLATNET_LOCK: lock, FLATNET_LOG_LEVEL: 'debug' });
+    expect(JSON.parse(one.stderr.trim().split('\n').find((l) => l.includes('"allocated"'))!)).toMatchObject({ lock });
   });
 
   it('DEL then GC leaves an empty store', () => {
@@ -302,20 +306,23 @@ describe('compatibility with the reference host-local', () => {
       expect(ours.json, v).toEqual(refJson);
       expect(snapshot(ddA)).toEqual(snapshot(ddB));
     }
-    // hold the store's lock with flock(1) (what the reference takes); our ADD must wait for it
-    const dd = newDataDir();
-    const conf = netConf(dd, { ranges: [[{ subnet: '10.42.0.0/24' }]] });
-    expect(run(OURS, 'ADD', 'first', conf).code).toBe(0);
-    const holder = spawn('flock', ['-x', join(dd, 'hlnet', 'lock'), 'sleep', '1.5'], { stdio: 'ignore' });
-    try {
-      await new Promise((r) => setTimeout(r, 300));
-      const t0 = Date.now();
-      const o = await runAsync(OURS, 'ADD', 'second', conf);
-      const waited = Date.now() - t0;
-      expect(o.code).toBe(0);
-      expect(waited).toBeGreaterThan(800);
-    } finally {
-      if (holder.exitCode === null) holder.kill();
+    // hold the store's lock with flock(1) (what the reference takes); our ADD must wait for it, with either mechanism
+    for (const lock of ['native', 'flock1']) {
+      const dd = newDataDir();
+      const conf = netConf(dd, { ranges: [[{ subnet: '10.42.0.0/24' }]] });
+      expect(run(OURS, 'ADD', 'first', conf).code).toBe(0);
+      const holder = spawn('flock', ['-x', join(dd, 'hlnet', 'lock'), 'sleep', '1.5'], { stdio: 'ignore' });
+      try {
+        await new Promise((r) => setTimeout(r, 300));
+        const t0 = Date.now();
+        const o = await runAsync(OURS, 'ADD', 'second', conf, { FLATNET_LOCK: lock });
+        const waited = Date.now() - t0;
+        expect(o.code, lock).toBe(0);
+        expect(waited, lock).toBeGreaterThan(800);
+        expect(addresses(o)).toEqual(['10.42.0.3/24']);
+      } finally {
+        if (holder.exitCode === null) holder.kill();
+      }
     }
   });
 });
