@@ -135,10 +135,15 @@ async function main(): Promise<void> {
     workers.set(uid, worker);
     worker.kick();
   };
+  let listed = false;
   const informer = new ListWatch<V1Pod>(
     '/api/v1/pods',
     new Watch(kc),
-    () => core.listPodForAllNamespaces({ fieldSelector: `spec.nodeName=${f.node}` }),
+    async () => {
+      const list = await core.listPodForAllNamespaces({ fieldSelector: `spec.nodeName=${f.node}` });
+      listed = true;
+      return list;
+    },
     false,
     undefined,
     `spec.nodeName=${f.node}`,
@@ -146,11 +151,23 @@ async function main(): Promise<void> {
   informer.on('add', onPod);
   informer.on('update', onPod);
   informer.on('delete', (p) => workers.get(p.metadata?.uid ?? '')?.deleted(p));
-  informer.on('error', (err: unknown) => {
+  // ListWatch stops on errors (list failure, watch failure) and start() itself can reject (watch connect failure):
+  // one restart loop, retried until it connects, whichever way the failure arrived
+  let restarting = false;
+  let stopping = false;
+  const restart = (err: unknown): void => {
+    if (restarting || stopping) return;
+    restarting = true;
     log('pod watch error; restarting', { err: String(err) });
-    setTimeout(() => void informer.start().catch(() => {}), 1000);
-  });
-  await informer.start();
+    setTimeout(() => {
+      restarting = false;
+      informer.start().catch((e: unknown) => restart(e));
+    }, 1000);
+  };
+  informer.on('error', restart);
+  informer.start().catch((e: unknown) => restart(e));
+  // only a successful list tells which pods exist: until then no sandbox may be judged vanished
+  while (!listed) await new Promise((r) => setTimeout(r, 100));
   // sandboxes left from an earlier agent whose pods are gone
   for (const [uid, id] of existing) {
     if (workers.has(uid)) continue;
@@ -162,7 +179,6 @@ async function main(): Promise<void> {
   writeFileSync(readyFile, String(process.pid));
   log('agent ready', { pods: workers.size });
 
-  let stopping = false;
   const stop = async (): Promise<void> => {
     if (stopping) return;
     stopping = true;
