@@ -29,13 +29,25 @@ export function mountsUnder(dir: string): { path: string; fstype: string }[] {
   return out.sort((a, b) => b.path.length - a.path.length);
 }
 
-function netnsWithPrefix(prefix: string): string[] {
-  if (!existsSync('/var/run/netns')) return [];
-  return readdirSync('/var/run/netns').filter((n) => n === prefix || n.startsWith(prefix + '-'));
+const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
+/** The exact shapes of the names a cluster gives its namespaces and links, so that a cluster named `a` never matches
+ * the objects of a cluster named `a-b`. */
+export function ownsNetns(cluster: string, netns: string): boolean {
+  return new RegExp(`^${escape(cluster)}-(control-plane|worker\\d*|external)$`).test(netns);
 }
 
-function linksWithPrefix(prefix: string): string[] {
-  return readdirSync('/sys/class/net').filter((n) => n.startsWith(prefix + '-'));
+export function ownsLink(cluster: string, link: string): boolean {
+  return new RegExp(`^${escape(cluster)}-(br|v\\d+|vx)$`).test(link);
+}
+
+function netnsWithPrefix(cluster: string): string[] {
+  if (!existsSync('/var/run/netns')) return [];
+  return readdirSync('/var/run/netns').filter((n) => ownsNetns(cluster, n));
+}
+
+function linksWithPrefix(cluster: string): string[] {
+  return readdirSync('/sys/class/net').filter((n) => ownsLink(cluster, n));
 }
 
 function inode(path: string): number | undefined {

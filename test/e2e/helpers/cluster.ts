@@ -1,7 +1,7 @@
 // One call for e2e tests: `const c = await useCluster({ nodes: 3, proxyMode: 'iptables' })` (in beforeAll) returns a
 // handle on the run's local cluster, bringing it up the first time (later files reuse it; test/e2e/setup.ts removes
 // it at the end of the run). A cluster with fewer nodes or another proxy mode than asked for is recreated.
-import { closeSync, mkdirSync, openSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { inject } from 'vitest';
 import { clusterAlive, down } from '../../cluster/cli.ts';
@@ -20,16 +20,30 @@ function clusterName(): string {
   return provided ?? process.env.FLATNET_E2E_CLUSTER ?? 'fte2e';
 }
 
+/** A cross-process lock (a file holding the owner's PID; a dead owner's lock is taken over). */
 async function withLock<T>(name: string, fn: () => Promise<T>): Promise<T> {
   mkdirSync(STATE_ROOT, { recursive: true });
   const lock = join(STATE_ROOT, `.${name}.lock`);
   const deadline = Date.now() + 900_000;
   for (;;) {
     try {
-      closeSync(openSync(lock, 'wx'));
+      writeFileSync(lock, String(process.pid), { flag: 'wx' });
       break;
     } catch {
-      if (Date.now() > deadline) throw new Error(`lock ${lock} held for too long`);
+      let owner = 0;
+      let fresh = false;
+      try {
+        owner = Number(readFileSync(lock, 'utf8').trim());
+        fresh = Date.now() - statSync(lock).mtimeMs < 10_000;
+      } catch {
+        continue; // released meanwhile
+      }
+      // an empty file that is not fresh, or a dead owner: take the lock over
+      if ((!owner && !fresh) || (owner && !existsSync(`/proc/${owner}`))) {
+        rmSync(lock, { force: true });
+        continue;
+      }
+      if (Date.now() > deadline) throw new Error(`lock ${lock} held by PID ${owner} for too long`);
       await new Promise((r) => setTimeout(r, 1000));
     }
   }
