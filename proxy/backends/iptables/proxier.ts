@@ -102,7 +102,16 @@ export class IptablesProxier implements ProxyBackend {
     return r.code === 0;
   }
 
-  async sync(input: SyncInput): Promise<void> {
+  private queue: Promise<unknown> = Promise.resolve();
+
+  /** Syncs are serialized: each one builds on the kernel state the previous one left. */
+  sync(input: SyncInput): Promise<void> {
+    const run = this.queue.then(() => this.syncNow(input));
+    this.queue = run.catch(() => {});
+    return run;
+  }
+
+  private async syncNow(input: SyncInput): Promise<void> {
     const family = input.family;
     const ipt = await this.iptables(family);
     let existing = this.existing.get(family);
