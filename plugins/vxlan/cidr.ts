@@ -93,9 +93,18 @@ export function networkAddress(c: Cidr): string {
   return bigIntToIp(c.net, c.family);
 }
 
+const V4_CANONICAL = /^(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)$/;
+const canonCache = new Map<string, string>();
+
 /** Canonical text of an IP (lower case, compressed) so kernel output and plans compare equal. */
 export function canonicalIp(ip: string): string {
+  if (V4_CANONICAL.test(ip)) return ip;
+  const hit = canonCache.get(ip);
+  if (hit !== undefined) return hit;
   const f = ipFamily(ip);
   if (!f) throw new Error(`invalid IP address ${JSON.stringify(ip)}`);
-  return bigIntToIp(ipToBigInt(ip), f);
+  const c = bigIntToIp(ipToBigInt(ip), f);
+  if (canonCache.size > 100_000) canonCache.clear();
+  canonCache.set(ip, c);
+  return c;
 }

@@ -52,6 +52,7 @@ export interface Testbed {
 export const quietLog: Logger = {
   debug() {},
   info(o, m) {
+    if (process.env.FLATNET_TEST_DEBUG === '3') console.error(new Date().toISOString(), 'INFO', m, JSON.stringify(o).slice(0, 100));
     if (process.env.FLATNET_TEST_DEBUG === '2') console.error('INFO', m, JSON.stringify(o));
   },
   warn(o, m) {

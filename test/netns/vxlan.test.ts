@@ -110,6 +110,14 @@ describe('vxlan controller on real netns nodes', () => {
     }
   });
 
+  it('a resync of a converged node writes nothing (no churn)', async () => {
+    for (const n of bed.nodes) {
+      const r = await n.controller!.reconcile();
+      expect(r.planned).toBe(true);
+      expect(r.program).toEqual({ recreate: false, ip: [], bridge: [], routes: [] });
+    }
+  });
+
   it('publishes the VTEP on the Node and writes the subnet file', () => {
     for (const n of bed.nodes) {
       const a = bed.store.get(n.name)!.annotations;
@@ -265,6 +273,38 @@ describe('vxlan controller on real netns nodes', () => {
     expect(peerSeen(pods[0]!.ns, pods[1]!.ns, pods[1]!.ip, 'TCP', 7012)).toBe(pods[0]!.ip);
     expect(peerSeen(pods[0]!.ns, pods[1]!.ns, pods[1]!.ip, 'UDP', 7013)).toBe(pods[0]!.ip);
   });
+
+  it('converges 500 extra peers in one pass and stays quiet afterwards', async () => {
+    const n1 = bed.nodes[0]!;
+    const extra = Array.from({ length: 500 }, (_, k) => ({
+      name: `scale-${k}`,
+      internalIPs: [`10.98.${k >> 8}.${k & 255}`],
+      podCIDRs: [`10.${100 + (k >> 8)}.${k & 255}.0/24`],
+      annotations: {
+        [ANNOTATIONS.backendType]: 'vxlan',
+        [ANNOTATIONS.vtepMac]: vtepMac(`scale-${k}`, 1),
+        [ANNOTATIONS.publicIp]: `10.98.${k >> 8}.${k & 255}`,
+        [ANNOTATIONS.vni]: '1',
+      },
+    }));
+    try {
+      for (const e of extra) bed.store.put(e, false);
+      const t0 = Date.now();
+      await n1.controller!.reconcile();
+      const took = Date.now() - t0;
+      expect(routes(n1.ns)).toHaveLength(502);
+      expect(fdb(n1.ns)).toHaveLength(502);
+      const t1 = Date.now();
+      const again = await n1.controller!.reconcile();
+      const quiet = Date.now() - t1;
+      expect(again.program).toEqual({ recreate: false, ip: [], bridge: [], routes: [] });
+      console.error(`[vxlan netns] 500 peers: first reconcile ${took} ms, no-op resync ${quiet} ms`);
+    } finally {
+      for (const e of extra) bed.store.remove(e.name);
+      await n1.controller!.reconcile();
+    }
+    expect(routes(n1.ns)).toHaveLength(2);
+  }, 120_000);
 
   it('cleanup removes the device, routes, masquerade table and subnet file', async () => {
     const n3 = bed.nodes[2]!;

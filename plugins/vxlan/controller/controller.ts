@@ -56,11 +56,22 @@ export class OverlayController {
   async start(): Promise<void> {
     await this.d.source.start(() => this.kick());
     await this.reconcile().catch((e: unknown) => this.d.log.warn({ err: String(e) }, 'overlay: initial reconcile failed'));
-    this.timer = setInterval(() => this.kick(0), this.d.config.resyncIntervalMs);
+    this.scheduleResync();
+  }
+
+  /** The periodic resync runs resyncIntervalMs after the previous one finished (never back to back). */
+  private scheduleResync(): void {
+    if (this.stopped) return;
+    this.timer = setTimeout(() => {
+      const pass = this.running ?? this.reconcile();
+      pass
+        .catch((e: unknown) => this.d.log.warn({ err: String(e) }, 'overlay: resync failed'))
+        .finally(() => this.scheduleResync());
+    }, this.d.config.resyncIntervalMs);
     this.timer.unref?.();
   }
 
-  /** Schedule a reconcile soon (coalescing bursts of events). */
+  /** Schedule a reconcile soon after a Node change (coalescing bursts of events). */
   kick(delayMs = 20): void {
     if (this.stopped) return;
     if (this.debounce) return;
@@ -184,7 +195,7 @@ export class OverlayController {
   /** Stop watching and resyncing. Kernel state stays (so a restarted daemon does not disturb traffic) unless cleanupOnStop. */
   async stop(): Promise<void> {
     this.stopped = true;
-    if (this.timer) clearInterval(this.timer);
+    if (this.timer) clearTimeout(this.timer);
     if (this.debounce) clearTimeout(this.debounce);
     await this.running?.catch(() => undefined);
     await this.d.source.stop();

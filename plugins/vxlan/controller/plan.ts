@@ -268,25 +268,25 @@ export function diffProgram(want: DesiredState, obs: ObservedState, routeProtoco
   }
   // routes (ours carry routeProtocol)
   const wantRoutes = new Map(want.routes.map((r) => [canonCidr(r.dst), r]));
-  for (const r of o.routes) {
-    const w = wantRoutes.get(canonCidr(r.dst));
-    if (!w) ip.push(`route del ${canonCidr(r.dst)} proto ${routeProtocol}`);
+  const haveRoutes = new Map(o.routes.map((r) => [canonCidr(r.dst), r]));
+  for (const dst of haveRoutes.keys()) {
+    if (!wantRoutes.has(dst)) ip.push(`route del ${dst} proto ${routeProtocol}`);
   }
   // neighbours (we own the PERMANENT ones on our device)
   const wantNeigh = new Map(want.neighbours.map((n) => [canonicalIp(n.ip), n.mac.toLowerCase()]));
-  for (const n of o.neighbours) {
-    const ipc = canonicalIp(n.ip);
+  const haveNeigh = new Map(o.neighbours.map((n) => [canonicalIp(n.ip), n]));
+  for (const [ipc, n] of haveNeigh) {
     if (n.permanent && !wantNeigh.has(ipc)) ip.push(`neigh del ${ipc} dev ${dev.name}`);
   }
   for (const [nip, mac] of [...wantNeigh].sort()) {
-    const have = o.neighbours.find((n) => canonicalIp(n.ip) === nip);
+    const have = haveNeigh.get(nip);
     if (!have || !have.permanent || have.mac.toLowerCase() !== mac) {
       ip.push(`neigh replace ${nip} lladdr ${mac} dev ${dev.name} nud permanent`);
     }
   }
   const routeLines: string[] = [];
   for (const [dst, r] of [...wantRoutes].sort(([a], [b]) => a.localeCompare(b))) {
-    const have = o.routes.find((x) => canonCidr(x.dst) === dst);
+    const have = haveRoutes.get(dst);
     const same =
       have && have.via !== undefined && canonicalIp(have.via) === r.via && have.dev === r.dev && have.onlink === r.onlink;
     if (!same) {

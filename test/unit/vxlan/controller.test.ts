@@ -16,13 +16,12 @@ class FakeRunner implements Runner {
   async run(argv: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
     const cmd = argv.join(' ');
     const ok = (stdout = ''): RunResult => ({ code: 0, stdout, stderr: '' });
-    if (cmd.startsWith('ip -d -j link show')) {
-      if (opts.allowFail) return { code: 1, stdout: '', stderr: 'Device "flatnet.1" does not exist.' };
+    const addrs = JSON.stringify([{ ifname: 'eth0', mtu: 1500, addr_info: [{ family: 'inet', local: this.eth0, prefixlen: 24, scope: 'global' }] }]);
+    if (cmd === 'ip -d -j -batch -') {
+      // link show, addr show, neigh show, route show: one JSON line each
+      return ok([JSON.stringify([{ ifname: 'eth0', mtu: 1500 }]), addrs, '[]', '[]'].join('\n') + '\n');
     }
-    if (cmd === 'ip -j addr show') {
-      return ok(JSON.stringify([{ ifname: 'eth0', mtu: 1500, addr_info: [{ family: 'inet', local: this.eth0, prefixlen: 24, scope: 'global' }] }]));
-    }
-    if (cmd.includes('route show')) return ok('[]');
+    if (cmd.startsWith('bridge -j fdb show')) return { code: 1, stdout: '', stderr: 'Cannot find device "flatnet.1"' };
     if (cmd.startsWith('nft list table')) return { code: 1, stdout: '', stderr: 'No such file or directory' };
     this.writes.push({ argv: cmd, input: opts.input ?? '' });
     if (this.failIpBatch && cmd.startsWith('ip -force -batch')) throw new CommandError([...argv], 1, 'RTNETLINK answers: Operation not permitted');
