@@ -5,6 +5,7 @@ import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { ExecRunner } from '../../lib/exec/exec.ts';
 import type { Runner } from '../../lib/exec/runner.ts';
+import { corednsAvailable, startDns } from './control-plane/dns.ts';
 import { adminKubectl, startControlPlane } from './control-plane/index.ts';
 import type { Kubectl } from './control-plane/kubectl.ts';
 import { isAlive } from './control-plane/proc.ts';
@@ -44,6 +45,8 @@ const CONTROL_PLANE_BINS = ['etcd', 'kube-apiserver', 'kube-controller-manager',
 export interface UpOptions extends Partial<ClusterOptions> {
   /** skip containerd + agents (control plane, namespaces and Node objects only) */
   noRuntime?: boolean;
+  /** no cluster DNS (kube-dns Service + CoreDNS in a kube-system pod) */
+  noDns?: boolean;
   /** leave a half-made cluster in place when up fails (default: tear it down) */
   keepOnFailure?: boolean;
   log?: (m: string) => void;
@@ -157,6 +160,9 @@ export async function up(o: UpOptions = {}, runner: Runner = new ExecRunner()): 
     }
     await waitNodesReady(kubectl, s.nodes.map((n) => n.name));
     await waitDaemonsHealthy(s);
+    if (!o.noRuntime && !o.noDns && corednsAvailable(s)) {
+      await startDns(s, kubectl, runner, (ns, pod) => podNetnsPath(s, kubectl, ns, pod), log);
+    }
     record(s, (x) => {
       x.phase = 'up';
     });
@@ -277,7 +283,7 @@ export function parseArgs(argv: readonly string[]): Parsed {
     if (a.startsWith('--') && positional.length === 0) {
       const eq = a.indexOf('=');
       if (eq > 0) flags.set(a.slice(2, eq), a.slice(eq + 1));
-      else if (i + 1 < args.length && !args[i + 1]!.startsWith('--') && !['--no-runtime', '--keep-on-failure'].includes(a)) flags.set(a.slice(2), args[++i]!);
+      else if (i + 1 < args.length && !args[i + 1]!.startsWith('--') && !['--no-runtime', '--no-dns', '--keep-on-failure'].includes(a)) flags.set(a.slice(2), args[++i]!);
       else flags.set(a.slice(2), true);
     } else positional.push(a);
   }
@@ -285,7 +291,7 @@ export function parseArgs(argv: readonly string[]): Parsed {
 }
 
 const HELP = `usage: node test/cluster/cli.ts <command> [--name NAME]
-  up [--nodes N] [--proxy-mode iptables|nftables|ipvs|none] [--pod-network routes|overlay] [--subnet 172.30.X.0/24] [--mtu M]
+  up [--nodes N] [--proxy-mode iptables|nftables|ipvs|none] [--pod-network routes|overlay] [--subnet 172.30.X.0/24] [--mtu M] [--no-dns]
      (pod network default: overlay when the vxlan plugin and the daemon exist, else routes; env FLATNET_POD_NETWORK)
   down | status | env
   exec <node | namespace/pod | external> -- <command...>
@@ -307,6 +313,7 @@ async function main(argv: readonly string[]): Promise<number> {
         underlaySubnet: str('subnet'),
         mtu: str('mtu') ? Number(str('mtu')) : undefined,
         noRuntime: p.flags.has('no-runtime'),
+        noDns: p.flags.has('no-dns'),
         keepOnFailure: p.flags.has('keep-on-failure'),
       });
       process.stdout.write(usage(s));

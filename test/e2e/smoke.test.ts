@@ -4,7 +4,7 @@ import { accessSync, constants, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isAlive } from '../cluster/control-plane/proc.ts';
-import { loadState, NODE24, REPO_ROOT } from '../cluster/state.ts';
+import { K8S_BIN_DIR, loadState, NODE24, REPO_ROOT } from '../cluster/state.ts';
 import { manifest, netexecPod, useCluster, type Cluster } from './helpers/cluster.ts';
 
 function ipToInt(ip: string): number {
@@ -174,4 +174,14 @@ describe('local cluster smoke', () => {
     expect(isAlive(now)).toBe(true);
     expect((await seen()).size).toBeGreaterThan(1);
   });
+
+  it.skipIf(!existsSync(join(K8S_BIN_DIR, 'coredns')))(
+    'resolves Service names through kube-dns (10.96.0.10) from pods and nodes',
+    async () => {
+      const ip = await c.serviceIP(`${ns}/web`);
+      expect(await c.resolve(`${ns}/b`, `web.${ns}.svc.cluster.local`)).toEqual([ip]);
+      expect(await c.resolve(`${ns}/c`, 'kubernetes.default.svc.cluster.local')).toEqual(['10.96.0.1']);
+      expect(await c.resolve(c.nodeNames[2]!, 'kube-dns.kube-system.svc.cluster.local')).toEqual(['10.96.0.10']);
+    },
+  );
 });

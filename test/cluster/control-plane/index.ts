@@ -87,6 +87,7 @@ export async function startControlPlane(s: ClusterState, runner: Runner, log: (m
   const admin = writeKubeconfig(s, 'admin', 'kubernetes-admin');
   const kcmConfig = writeKubeconfig(s, 'controller-manager', 'system:kube-controller-manager');
   const daemonConfig = writeKubeconfig(s, 'daemon', 'flatnet-daemon');
+  writeKubeconfig(s, 'coredns', 'coredns');
   for (const n of s.nodes) writeKubeconfig(s, `node-${n.name}`, `system:node:${n.name}`);
   record(s, (x) => {
     x.adminKubeconfig = admin;

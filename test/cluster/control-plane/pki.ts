@@ -73,6 +73,7 @@ export function clusterCertSpecs(hostIP: string, nodes: readonly string[]): Cert
       orgs: ['system:serviceaccounts', 'system:serviceaccounts:flatnet-system'],
       client: true,
     },
+    { name: 'coredns', cn: 'system:serviceaccount:kube-system:coredns', orgs: ['system:serviceaccounts', 'system:serviceaccounts:kube-system'], client: true },
     ...nodes.map((n) => ({ name: `node-${n}`, cn: `system:node:${n}`, orgs: ['system:nodes'], client: true })),
   ];
 }

@@ -10,7 +10,7 @@ export interface StartOptions {
   role: string;
   node?: string;
   log: string;
-  /** run inside this named netns (nsenter execs, so the PID is the program's) */
+  /** run inside this netns: a name under /var/run/netns or an absolute path (nsenter execs, so the PID is the program's) */
   netns?: string;
   env?: Record<string, string>;
   cwd?: string;
@@ -41,7 +41,8 @@ export function isAlive(rec: Pick<ProcRecord, 'pid' | 'startTime'>): boolean {
 export function startDetached(argv: readonly string[], opts: StartOptions): ProcRecord {
   mkdirSync(dirname(opts.log), { recursive: true });
   const fd = openSync(opts.log, 'a');
-  const full = opts.netns ? ['nsenter', `--net=/var/run/netns/${opts.netns}`, '--', ...argv] : [...argv];
+  const nsPath = opts.netns?.startsWith('/') ? opts.netns : `/var/run/netns/${opts.netns}`;
+  const full = opts.netns ? ['nsenter', `--net=${nsPath}`, '--', ...argv] : [...argv];
   const child = spawn(full[0]!, full.slice(1), {
     detached: true,
     stdio: ['ignore', fd, fd],

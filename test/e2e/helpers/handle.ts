@@ -64,6 +64,8 @@ export interface Cluster {
   waitPodReady(ref: string, timeoutMs?: number): Promise<PodInfo>;
   /** waits until every pod matching the selector in a namespace is Ready (and at least `min` exist) */
   waitPodsReady(namespace: string, selector: string, min?: number, timeoutMs?: number): Promise<PodInfo[]>;
+  /** A records of `name` asked from `server` (default: the cluster DNS 10.96.0.10, over UDP) from inside a target's netns */
+  resolve(target: string, name: string, server?: string): Promise<string[]>;
   /** spec.clusterIP of a Service ('namespace/name' or 'name') */
   serviceIP(ref: string): Promise<string>;
   /** waits until the Service's EndpointSlices hold exactly `count` ready endpoints; returns their addresses */
@@ -74,6 +76,11 @@ export interface Cluster {
 }
 
 const runner = new ExecRunner();
+
+// argv: server name; prints the A records comma-separated, or the resolver's error code with exit 1
+const RESOLVE_JS = `const r = new (require('node:dns').promises.Resolver)({ timeout: 3000, tries: 2 });
+r.setServers([process.argv[1]]);
+r.resolve4(process.argv[2]).then((a) => console.log(a.join(',')), (e) => { console.log(e.code); process.exitCode = 1; });`;
 
 function splitRef(ref: string): [string, string] {
   const i = ref.indexOf('/');
@@ -171,6 +178,11 @@ export function clusterHandle(s: ClusterState): Cluster {
         timeoutMs,
         500,
       );
+    },
+    async resolve(target, name, server = '10.96.0.10') {
+      const r = await c.exec(target, [NODE24, '-e', RESOLVE_JS, server, name], { allowFail: true, timeoutMs: 15_000 });
+      if (r.code !== 0) throw new Error(`resolving ${name} at ${server} from ${target}: ${r.stdout.trim() || r.stderr.trim()}`);
+      return r.stdout.trim().split(',').filter(Boolean).sort();
     },
     async serviceIP(ref) {
       const [ns, name] = splitRef(ref);
