@@ -8,8 +8,6 @@
 //      open file description, which the child shares with us, so the lock stays held after flock(1) exits.
 //      Costs a process spawn (a few ms). Used outside the SEA, when the addon cannot be loaded, or when
 //      FLATNET_LOCK=flock1.
-import { spawnSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { closeSync, existsSync, mkdirSync, openSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { CniError, ErrorCode } from '../../lib/cni/types.ts';
@@ -38,7 +36,10 @@ function nativeFlock(): FlockFn | null {
     if (!sea?.isSea() || !sea.getAssetKeys().includes('flock.node')) return null;
     if (process.getuid?.() !== 0) return null;
     const bytes = new Uint8Array(sea.getRawAsset('flock.node') as ArrayBuffer);
-    const hash = createHash('sha256').update(bytes).digest('hex').slice(0, 16);
+    // a version tag, not a security check (the directory permissions are): FNV-1a, no crypto module to load
+    let h = 0x811c9dc5;
+    for (const b of bytes) h = Math.imul(h ^ b, 0x01000193) >>> 0;
+    const hash = `${bytes.length.toString(16)}-${h.toString(16).padStart(8, '0')}`;
     const file = `${RUN_DIR}/flock-${hash}.node`;
     if (!existsSync(file)) {
       mkdirSync(RUN_DIR, { recursive: true, mode: 0o700 });
@@ -85,6 +86,7 @@ function lockNative(fn: FlockFn, fd: number, path: string, timeoutSec: number): 
 
 function lockFlock1(fd: number, path: string, timeoutSec: number): void {
   // no pipes: the cheapest spawn libuv can do
+  const { spawnSync } = process.getBuiltinModule('node:child_process');
   const r = spawnSync(flockBinary(), ['-x', '-w', String(timeoutSec), '3'], { stdio: ['ignore', 'ignore', 'ignore', fd] });
   if (r.error) throw new CniError(ErrorCode.IoFailure, `cannot run flock(1) to lock ${path}: ${r.error.message}`);
   if (r.status === 1) throw new CniError(ErrorCode.TryAgainLater, `timed out after ${timeoutSec}s waiting for the lock ${path}`);

@@ -2,7 +2,7 @@
 // find `type` in CNI_PATH (first match), run it with the same environment but CNI_COMMAND replaced and the
 // config on stdin, parse its result or error. When the binary found is flatnet's own multi-call binary and an
 // in-process implementation is registered for `type`, the handlers run in this process instead (no exec).
-import { spawn } from 'node:child_process';
+import type { ChildProcessWithoutNullStreams } from 'node:child_process';
 import { accessSync, constants, realpathSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { callHandlers, parseEnv, toCniError } from './dispatch.ts';
@@ -59,7 +59,9 @@ interface ExecOutcome {
 
 function execOnce(bin: string, env: Record<string, string>, input: string): Promise<ExecOutcome> {
   return new Promise((resolve, reject) => {
-    const child = spawn(bin, [], { env, stdio: ['pipe', 'pipe', 'pipe'] });
+    // loaded on first use: importing child_process eagerly drags in ~35 stream/net modules on every start
+    const { spawn } = process.getBuiltinModule('node:child_process');
+    const child: ChildProcessWithoutNullStreams = spawn(bin, [], { env, stdio: ['pipe', 'pipe', 'pipe'] });
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     child.stdout.on('data', (b: Buffer) => out.push(b));
