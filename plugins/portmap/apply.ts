@@ -19,6 +19,10 @@ import type { ContainerIPs, PortMapConfig } from './config.ts';
 import { DEFAULT_LOCK_PATH, withHostLock } from './lock.ts';
 import type { Family, ParsedCidr } from './ip.ts';
 import {
+  LOCALNET_GUARD_CHAIN,
+  LOCALNET_GUARD_RULE,
+  NFT_GUARD_CHAIN,
+  NFT_LOCALNET_GUARD,
   MASQ_CHAIN,
   MASQ_ENTRY_COMMENT,
   NFT_HOSTIP_CHAIN,
@@ -143,6 +147,15 @@ export class IptablesBackend {
     for (const r of plan.dnatRules) p.append('nat', plan.dnatChain, r);
     for (const r of plan.entryRules) p.append('nat', TOP_DNAT_CHAIN, r);
     await ipt.restore(p);
+    if (cfg.snat && c.family === 4) await this.guardLocalnet(ipt, await ipt.save('filter'));
+  }
+
+  /** filter/INPUT -> CNI-HOSTPORT-LOCALNET (static content, refilled each time). */
+  private async guardLocalnet(ipt: Iptables, rs: SavedRuleset): Promise<void> {
+    const p = new RestoreProgram().declareChain('filter', LOCALNET_GUARD_CHAIN).append('filter', LOCALNET_GUARD_CHAIN, LOCALNET_GUARD_RULE);
+    if (!chainRules(rs, 'filter', 'INPUT').some((r) => jumpTarget(r) === LOCALNET_GUARD_CHAIN))
+      p.insert('filter', 'INPUT', ['-j', LOCALNET_GUARD_CHAIN], 1);
+    await ipt.restore(p);
   }
 
   /** Remove one container's chain and entry rules from both families; a no-op when they are gone. */
@@ -254,7 +267,13 @@ export class NftBackend {
       tx.addRule(FAMILY, NFT_TABLE, chain, `fib daddr type local jump ${NFT_HOSTIP_CHAIN}`);
       tx.addRule(FAMILY, NFT_TABLE, chain, `fib daddr type local jump ${NFT_HOSTPORTS_CHAIN}`);
     }
-    if (snat) tx.addChain(FAMILY, NFT_TABLE, NFT_MASQ_CHAIN, { type: 'nat', hook: 'postrouting', priority: 'srcnat', policy: 'accept' });
+    if (snat) {
+      tx.addChain(FAMILY, NFT_TABLE, NFT_MASQ_CHAIN, { type: 'nat', hook: 'postrouting', priority: 'srcnat', policy: 'accept' });
+      // see LOCALNET_GUARD_CHAIN: route_localnet must not open the node's loopback services to pods
+      tx.addChain(FAMILY, NFT_TABLE, NFT_GUARD_CHAIN, { type: 'filter', hook: 'input', priority: 0, policy: 'accept' });
+      tx.flushChain(FAMILY, NFT_TABLE, NFT_GUARD_CHAIN);
+      tx.addRule(FAMILY, NFT_TABLE, NFT_GUARD_CHAIN, NFT_LOCALNET_GUARD);
+    }
   }
 
   private deleteOwned(tx: NftTransaction, l: NftTableListing | undefined, owned: (tag: { net: string; key: string }) => boolean): number {

@@ -12,6 +12,22 @@ export const MASQ_CHAIN = 'CNI-HOSTPORT-MASQ';
 export const MASQ_ENTRY_COMMENT = 'CNI portfwd requiring masquerade';
 export const SETMARK_COMMENT = 'CNI portfwd masquerade mark';
 
+/**
+ * route_localnet=1 on the bridge (needed for localhost hostPorts) also lets a pod send to 127.0.0.1 via the bridge
+ * and reach the node's loopback-only services (the CVE-2020-8558 class; the reference portmap has the same hole).
+ * Like kube-proxy, drop packets to 127/8 from non-loopback sources unless they belong to a connection or were DNATed.
+ */
+export const LOCALNET_GUARD_CHAIN = 'CNI-HOSTPORT-LOCALNET';
+export const LOCALNET_GUARD_COMMENT = 'block 127/8 reached from outside (CVE-2020-8558)';
+export const LOCALNET_GUARD_RULE = [
+  '-d', '127.0.0.0/8', '!', '-s', '127.0.0.0/8',
+  '-m', 'conntrack', '!', '--ctstate', 'RELATED,ESTABLISHED,DNAT',
+  '-m', 'comment', '--comment', LOCALNET_GUARD_COMMENT,
+  '-j', 'DROP',
+];
+export const NFT_LOCALNET_GUARD = 'ip daddr 127.0.0.0/8 ip saddr != 127.0.0.0/8 ct state != { established, related } ct status & dnat == 0 drop';
+export const NFT_GUARD_CHAIN = 'localnet_guard';
+
 export const NFT_TABLE = 'flatnet_hostport';
 export const NFT_HOSTIP_CHAIN = 'hostip_hostports';
 export const NFT_HOSTPORTS_CHAIN = 'hostports';

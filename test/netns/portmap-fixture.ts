@@ -166,7 +166,7 @@ export class Scenario {
    * A server in the container answering "<label> <peer address>" on tcp or udp, v4 and v6. TCP: socat (forks per
    * accepted connection). UDP: one Node process (socat's forking UDP server races its children for datagrams).
    */
-  async serve(c: Container, proto: Proto, port: number, label: string): Promise<void> {
+  async serve(c: { ns: TestNetns }, proto: Proto, port: number, label: string): Promise<void> {
     const spawnIn = (argv: string[]) => {
       this.procs.push(spawn('ip', ['netns', 'exec', c.ns.name, ...argv], { stdio: 'ignore', detached: true }));
     };

@@ -191,6 +191,31 @@ describe.each(combos)('portmap %s backend via %s (real netns)', (backendName, vi
     expect(s.request(s.client, 'udp', NODE_A, 5353, 5, 40123)).toEqual({ label: 'c10', peer: CLIENT });
   });
 
+  it("pods cannot reach the node's loopback-only services through route_localnet (CVE-2020-8558); localhost hostPorts still work", async () => {
+    const c11 = s.addContainer('c11');
+    await s.serve({ ns: s.node }, 'tcp', 9999, 'secret');
+    // the attacker is root in its pod: it routes 127.0.0.1 to the gateway instead of its own loopback
+    for (const argv of [
+      ['sysctl', '-q', '-w', 'net.ipv4.conf.all.route_localnet=1'],
+      ['sysctl', '-q', '-w', 'net.ipv4.conf.eth0.route_localnet=1'],
+      ['ip', 'rule', 'add', 'pref', '10', 'to', '127.0.0.1', 'lookup', '100'],
+      ['ip', 'route', 'add', '127.0.0.1/32', 'via', GW4, 'dev', 'eth0', 'src', c11.v4, 'table', '100'],
+      ['ip', 'rule', 'del', 'pref', '0'],
+      ['ip', 'rule', 'add', 'pref', '20', 'lookup', 'local'],
+    ])
+      c11.ns.exec(argv);
+    expect(s.sysctl(`net.ipv4.conf.${s.bridge}.route_localnet`)).toBe('1');
+    expect(s.request(c11.ns, 'tcp', '127.0.0.1', 9999, 2)).toBeUndefined();
+    // control: without the guard the attack works (so the assertion above can fail)
+    if (backendName === 'iptables') s.node.exec(['iptables', '-D', 'INPUT', '-j', 'CNI-HOSTPORT-LOCALNET']);
+    else s.node.exec(['nft', 'flush', 'chain', 'inet', 'flatnet_hostport', 'localnet_guard']);
+    expect(s.request(c11.ns, 'tcp', '127.0.0.1', 9999)).toEqual({ label: 'secret', peer: c11.v4 });
+    // the next ADD puts the guard back
+    await inv('ADD', c11, portmapConf(c11.prevResult, [{ hostPort: 6262, containerPort: 80 }], extra));
+    expect(s.request(c11.ns, 'tcp', '127.0.0.1', 9999, 2)).toBeUndefined();
+    expect(s.request(s.node, 'tcp', '127.0.0.1', 8080)).toEqual({ label: 'c1', peer: GW4 });
+  });
+
   it('masqAll masquerades traffic from outside too', async () => {
     const c7 = s.addContainer('c7');
     await s.serve(c7, 'tcp', 80, 'c7');
