@@ -6,7 +6,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ANNOTATIONS } from '../../plugins/vxlan/controller/config.ts';
 import { vtepMac } from '../../plugins/vxlan/controller/plan.ts';
 import { parseSubnetEnv } from '../../plugins/vxlan/subnet.ts';
-import { createTestbed, killProc, spawnIn, waitFor, type BedPod, type Testbed } from '../bench/overlay.ts';
+import { cleanupOverlay } from '../../plugins/vxlan/controller/index.ts';
+import { createTestbed, killProc, quietLog, spawnIn, waitFor, type BedPod, type Testbed } from '../bench/overlay.ts';
 import type { TestNetns } from '../helpers/netns.ts';
 
 let bed: Testbed;
@@ -309,7 +310,12 @@ describe('vxlan controller on real netns nodes', () => {
   it('cleanup removes the device, routes, masquerade table and subnet file', async () => {
     const n3 = bed.nodes[2]!;
     await n3.controller!.stop();
-    await n3.controller!.cleanup();
+    await cleanupOverlay({
+      nodeName: n3.name,
+      log: quietLog,
+      runner: n3.runner,
+      config: { subnetFile: n3.subnetFile, masqueradeTable: bed.table },
+    });
     expect(device(n3.ns)).toBeUndefined();
     expect(routes(n3.ns)).toEqual([]);
     expect(() => n3.ns.exec(['nft', 'list', 'table', 'inet', bed.table])).toThrow();

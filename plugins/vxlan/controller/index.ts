@@ -2,13 +2,20 @@
 import type { Logger } from '../../../lib/cni/types.ts';
 import { ExecRunner } from '../../../lib/exec/exec.ts';
 import type { Runner } from '../../../lib/exec/runner.ts';
-import { parseOverlayConfig } from './config.ts';
+import { parseOverlayConfig, type OverlayConfig } from './config.ts';
 import { OverlayController } from './controller.ts';
 import type { NodeSource } from './node.ts';
 
 export { parseOverlayConfig, type OverlayConfig, ANNOTATIONS } from './config.ts';
 export { OverlayController } from './controller.ts';
 export { MemoryNodeSource, type NodeSource, type OverlayNode } from './node.ts';
+
+/** FLATNET_OVERLAY_SUBNET_FILE (may hold {node}) stands in for subnetFile when the config does not set it. */
+function resolveConfig(config: Record<string, unknown>, nodeName: string): OverlayConfig {
+  const raw = { ...config };
+  if (raw.subnetFile === undefined && process.env.FLATNET_OVERLAY_SUBNET_FILE) raw.subnetFile = process.env.FLATNET_OVERLAY_SUBNET_FILE;
+  return parseOverlayConfig(raw, nodeName);
+}
 
 export interface StartOverlayOptions {
   kubeconfig: string;
@@ -26,10 +33,7 @@ export interface StartOverlayOptions {
  * writes the subnet file. Throws on an invalid config. stop() leaves kernel state in place unless cleanupOnStop.
  */
 export async function startOverlay(opts: StartOverlayOptions): Promise<{ stop(): Promise<void> }> {
-  const raw = { ...opts.config };
-  // FLATNET_OVERLAY_SUBNET_FILE (may hold {node}) stands in for subnetFile when the config does not set it
-  if (raw.subnetFile === undefined && process.env.FLATNET_OVERLAY_SUBNET_FILE) raw.subnetFile = process.env.FLATNET_OVERLAY_SUBNET_FILE;
-  const config = parseOverlayConfig(raw, opts.nodeName);
+  const config = resolveConfig(opts.config, opts.nodeName);
   let source = opts.source;
   if (!source) {
     const { KubeNodeSource } = await import('./kube.ts');
@@ -45,4 +49,22 @@ export async function startOverlay(opts: StartOverlayOptions): Promise<{ stop():
   await controller.start();
   opts.log.info({ device: config.deviceName, vni: config.vni, port: config.port }, 'overlay: controller started');
   return { stop: () => controller.stop() };
+}
+
+/**
+ * Removes everything the overlay controller owns on this node (device, its routes, the masquerade table, the subnet
+ * file), for the daemon's --cleanup. Safe to run when nothing is there.
+ */
+export async function cleanupOverlay(opts: { nodeName: string; log: Logger; config: Record<string, unknown>; runner?: Runner }): Promise<void> {
+  const config = resolveConfig(opts.config, opts.nodeName);
+  const { MemoryNodeSource } = await import('./node.ts');
+  const controller = new OverlayController({
+    config,
+    nodeName: opts.nodeName,
+    source: new MemoryNodeSource(),
+    runner: opts.runner ?? new ExecRunner(),
+    log: opts.log,
+  });
+  await controller.cleanup();
+  opts.log.info({ device: config.deviceName, table: config.masqueradeTable }, 'overlay: cleaned up');
 }
