@@ -329,9 +329,15 @@ async function main(argv: readonly string[]): Promise<number> {
       process.stdout.write(`cluster ${name} removed\n`);
       return 0;
     }
-    case 'status':
+    case 'status': {
+      if (!loadState(name)) {
+        const all = listClusters();
+        process.stdout.write(`no cluster named ${name}${all.length ? `; clusters here: ${all.join(', ')} (use --name)` : ''}\n`);
+        return 1;
+      }
       process.stdout.write((await status(requireState(name), runner)) + '\n');
       return 0;
+    }
     case 'env':
       process.stdout.write(envLines(requireState(name)));
       return 0;
