@@ -117,7 +117,9 @@ export function planOverlay(cfg: OverlayConfig, self: OverlayNode, nodes: Overla
   for (const n of [...nodes].sort((a, b) => a.name.localeCompare(b.name))) {
     if (n.name === self.name) continue;
     const a = n.annotations;
-    const why = peerProblem(cfg, n, underlayFamily);
+    const why =
+      peerProblem(cfg, n, underlayFamily) ??
+      (canonicalIp(a[ANNOTATIONS.publicIp]!) === local ? 'public IP is this node\'s own address' : undefined);
     if (why) {
       skipped.push({ node: n.name, reason: why });
       continue;

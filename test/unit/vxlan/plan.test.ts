@@ -146,9 +146,11 @@ describe('planOverlay', () => {
     const bare = node('n4', '192.168.9.4', ['10.244.4.0/24'], false);
     const noCidr = node('n5', '192.168.9.5', []);
     const otherVni = node('n6', '192.168.9.6', ['10.244.6.0/24'], true, 7);
-    const d = planOverlay(cfg, n1, [n1, bare, noCidr, otherVni], underlay);
+    const clone = { ...node('n7', '192.168.9.7', ['10.244.7.0/24']), annotations: { ...n1.annotations } };
+    const d = planOverlay(cfg, n1, [n1, bare, noCidr, otherVni, clone], underlay);
     expect(d.routes).toEqual([]);
-    expect(d.skipped.map((s) => s.node)).toEqual(['n4', 'n5', 'n6']);
+    expect(d.skipped.map((s) => s.node)).toEqual(['n4', 'n5', 'n6', 'n7']);
+    expect(d.skipped[3]!.reason).toMatch(/own address/);
   });
 
   it('uses plain routes via the node IP for peers on the same underlay subnet with directRouting', () => {
