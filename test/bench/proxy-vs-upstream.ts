@@ -2,7 +2,7 @@
 // own node of a local cluster (test/cluster: real etcd/apiserver/controller-manager, nodes = netns).
 //   npm run bench:proxy -- --vs upstream [--sizes 1000 --changes 10 --mode nftables|iptables]
 //   node test/bench/proxy-vs-upstream.ts [--sizes 1000] [--changes 10] [--mode nftables]     (standalone)
-// Steps: cluster up (--proxy-mode none, 2 nodes); N selector-less Services x 3 endpoints (hand-made
+// Steps: cluster up (2 nodes; its own daemons in the other mode, so CoreDNS works); N selector-less Services x 3 endpoints (hand-made
 // EndpointSlices) created through the API; then both proxies start at the same time (flatnet on the control-plane
 // node, kube-proxy on the worker) and we time "process start -> the last Service is in the kernel". Then `changes`
 // times: one EndpointSlice gets a new address, and we time "API write acknowledged -> new address in each node's
@@ -63,7 +63,7 @@ const r1 = (x: number): number => Math.round(x * 10) / 10;
 function ip(i: number, base: [number, number]): string {
   return `${base[0]}.${base[1]}.${(i >> 8) & 255}.${i & 255}`;
 }
-const svcIP = (i: number): string => ip(i + 10, [10, 96]);
+const svcIP = (i: number): string => ip(i + 25600, [10, 96]); // 10.96.100.0 onwards (clear of kubernetes and kube-dns)
 const epIP = (i: number, k: number, gen: number): string => ip(((i * 3 + k + gen * 7919) % 60000) + 256, [10, 245]);
 
 function objects(n: number): object[] {
@@ -120,14 +120,14 @@ function startProxies(cluster: string, mode: string, kubeconfig: string, logDir:
   const flat = spawn(
     'ip',
     ['netns', 'exec', cp, NODE, join(REPO, 'proxy', 'main.ts'), '--kubeconfig', kubeconfig, '--hostname-override', cp, '--proxy-mode', mode,
-      '--cluster-cidr', '10.244.0.0/16', '--overlay', 'none', '--healthz-bind-address', '127.0.0.1:10256', '--metrics-bind-address', '127.0.0.1:10249'],
+      '--cluster-cidr', '10.244.0.0/16', '--overlay', 'none', '--healthz-bind-address', '127.0.0.1:20256', '--metrics-bind-address', '127.0.0.1:20249'],
     { stdio: ['ignore', 'ignore', openSync(join(logDir, 'flatnet-proxy.log'), 'a')] },
   );
   const up = spawn(
     'ip',
     ['netns', 'exec', wk, join(K8S, 'kube-proxy'), '--kubeconfig', kubeconfig, '--hostname-override', wk, '--proxy-mode', mode,
-      '--cluster-cidr', '10.244.0.0/16', '--conntrack-max-per-core', '0', '--healthz-bind-address', '127.0.0.1:10256',
-      '--metrics-bind-address', '127.0.0.1:10249', '--v', '1'],
+      '--cluster-cidr', '10.244.0.0/16', '--conntrack-max-per-core', '0', '--healthz-bind-address', '127.0.0.1:20256',
+      '--metrics-bind-address', '127.0.0.1:20249', '--v', '1'],
     { stdio: ['ignore', 'ignore', openSync(join(logDir, 'kube-proxy.log'), 'a')] },
   );
   const svcChains = new Map<number, string>();
@@ -186,7 +186,9 @@ export async function run(o: { sizes: number[]; changes: number }): Promise<Row[
     const cluster = `fxv${randomBytes(1).toString('hex')}`;
     const cli = (...a: string[]): string => sh([NODE, join(REPO, 'test', 'cluster', 'cli.ts'), ...a], undefined, 900_000);
     process.stderr.write(`proxy-vs-upstream: cluster ${cluster} up (${mode}, ${n} services)\n`);
-    cli('up', '--name', cluster, '--nodes', '2', '--proxy-mode', 'none');
+    // the cluster's own daemons run in the other mode (CoreDNS needs a working proxy for the cluster to come up);
+    // the two measured proxies use their own kernel objects and ports next to them
+    cli('up', '--name', cluster, '--nodes', '2', '--proxy-mode', mode === 'iptables' ? 'nftables' : 'iptables');
     let proxies: Proxy[] = [];
     try {
       const kubeconfig = `/var/lib/flatnet-cluster/${cluster}/kubeconfig/admin.kubeconfig`;
