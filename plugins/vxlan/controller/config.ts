@@ -95,6 +95,11 @@ const KNOWN = new Set([
   'cleanupOnStop',
   'backend',
   'type',
+  // the deploy manifests' OverlayConfiguration document
+  'apiVersion',
+  'kind',
+  'serviceCIDR',
+  'serviceCIDRs',
 ]);
 
 /**
@@ -119,7 +124,12 @@ export function parseOverlayConfig(raw: Record<string, unknown>, nodeName = ''):
   if (!/^[A-Za-z][A-Za-z0-9_-]{0,63}$/.test(table)) {
     throw new Error(`overlay config: masqueradeTable ${JSON.stringify(table)} is not a valid nft table name`);
   }
-  const mtu = raw.mtu === undefined || raw.mtu === null ? undefined : num(raw.mtu, 'mtu', 0, 576, 65535);
+  if (raw.kind !== undefined && raw.kind !== 'OverlayConfiguration') {
+    throw new Error(`overlay config: kind ${JSON.stringify(raw.kind)} is not OverlayConfiguration`);
+  }
+  // mtu 0 (or absent) = derive from the underlay
+  const mtu = raw.mtu === undefined || raw.mtu === null || raw.mtu === 0 ? undefined : num(raw.mtu, 'mtu', 0, 576, 65535);
+  const uniq = (l: string[]): string[] => [...new Set(l)];
   return {
     vni,
     port: num(raw.port, 'port', 8472, 1, 65535),
@@ -128,9 +138,14 @@ export function parseOverlayConfig(raw: Record<string, unknown>, nodeName = ''):
     txChecksumOffload: bool(raw.txChecksumOffload, 'txChecksumOffload', true),
     ...(mtu !== undefined ? { mtu } : {}),
     subnetFile: str(raw.subnetFile, 'subnetFile', DEFAULT_SUBNET_FILE).replaceAll('{node}', nodeName),
-    clusterCIDRs: [...cidrs(raw.clusterCIDRs, 'clusterCIDRs'), ...cidrs(raw.clusterCIDR, 'clusterCIDR')],
+    clusterCIDRs: uniq([...cidrs(raw.clusterCIDRs, 'clusterCIDRs'), ...cidrs(raw.clusterCIDR, 'clusterCIDR')]),
     masquerade: bool(raw.masquerade, 'masquerade', true),
-    nonMasqueradeCIDRs: cidrs(raw.nonMasqueradeCIDRs, 'nonMasqueradeCIDRs'),
+    // service CIDRs are exempt too (a ClusterIP is normally DNATed before POSTROUTING; this covers the rest)
+    nonMasqueradeCIDRs: uniq([
+      ...cidrs(raw.nonMasqueradeCIDRs, 'nonMasqueradeCIDRs'),
+      ...cidrs(raw.serviceCIDRs, 'serviceCIDRs'),
+      ...cidrs(raw.serviceCIDR, 'serviceCIDR'),
+    ]),
     masqueradeTable: table,
     resyncIntervalMs: num(raw.resyncIntervalMs, 'resyncIntervalMs', 3000, 100, 3_600_000),
     routeProtocol: num(raw.routeProtocol, 'routeProtocol', 77, 5, 254),

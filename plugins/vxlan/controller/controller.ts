@@ -46,7 +46,7 @@ export class OverlayController {
   private lastMasq: string | undefined;
   private offloadDone = false;
   private lastSkipped = '';
-  /** number of completed reconciles (tests wait on this) */
+  /** number of completed reconciles (for health checks and metrics) */
   reconciles = 0;
 
   constructor(deps: ControllerDeps) {

@@ -1,4 +1,7 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { parse as parseYaml } from 'yaml';
 import { parseOverlayConfig, ANNOTATIONS } from '../../../plugins/vxlan/controller/config.ts';
 import {
   annotationPatch,
@@ -68,6 +71,24 @@ describe('config', () => {
   it('derives the device from the VNI and accepts the IANA port', () => {
     expect(parseOverlayConfig({ vni: 42, port: 4789 })).toMatchObject({ deviceName: 'flatnet.42', port: 4789 });
   });
+  it('accepts the OverlayConfiguration documents in deploy/ (as the daemon passes them, plus --cluster-cidr)', () => {
+    for (const file of ['deploy/manifests/config.yaml', 'deploy/overlays/dual/config.yaml', 'deploy/overlays/ipv6/config.yaml']) {
+      const path = join(import.meta.dirname, '../../..', file);
+      if (!existsSync(path)) continue;
+      const cm = parseYaml(readFileSync(path, 'utf8')) as { data?: Record<string, string> };
+      const doc = cm.data?.['overlay.yaml'];
+      if (!doc) continue;
+      const raw = parseYaml(doc) as Record<string, unknown>;
+      const c = parseOverlayConfig({ clusterCIDRs: [], ...raw });
+      expect(c.vni, file).toBe(1);
+      expect(c.mtu, file).toBeUndefined();
+      expect(c.clusterCIDRs.length, file).toBeGreaterThan(0);
+    }
+    const c = parseOverlayConfig({ clusterCIDRs: ['10.244.0.0/16'], clusterCIDR: '10.244.0.0/16', serviceCIDR: '10.96.0.0/16', mtu: 0 });
+    expect(c.clusterCIDRs).toEqual(['10.244.0.0/16']);
+    expect(c.nonMasqueradeCIDRs).toEqual(['10.96.0.0/16']);
+  });
+
   it('fills {node} in subnetFile and accepts type: vxlan (the daemon passes its overlay section through)', () => {
     expect(parseOverlayConfig({ type: 'vxlan', subnetFile: '/run/x/{node}/subnet.env' }, 'kind-worker').subnetFile).toBe(
       '/run/x/kind-worker/subnet.env',
