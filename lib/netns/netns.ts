@@ -57,3 +57,31 @@ export function runIpBatch(
 export function shq(s: string): string {
   return `'${s.replace(/'/g, `'\\''`)}'`;
 }
+
+export interface ShStep {
+  argv: readonly string[];
+  /** fed to the step on stdin through a quoted here-document */
+  input?: string;
+}
+
+/** Exit status of a shSequence program whose step `i` failed. */
+export const SH_STEP_EXIT_BASE = 100;
+
+/**
+ * A POSIX sh program running `steps` in order in one process tree (one spawn instead of one per step);
+ * the first failing step `i` ends the program with exit status 100+i (its stderr passes through).
+ */
+export function shSequence(steps: readonly ShStep[]): string {
+  if (steps.length > 150) throw new Error('shSequence: too many steps');
+  return steps
+    .map((s, i) => {
+      const cmd = s.argv.map(shq).join(' ');
+      const fail = ` || exit ${SH_STEP_EXIT_BASE + i}`;
+      if (s.input === undefined) return cmd + ' </dev/null' + fail;
+      const eof = `__FLATNET_EOF_${i}__`;
+      const body = s.input.endsWith('\n') ? s.input : s.input + '\n';
+      if (body.split('\n').includes(eof)) throw new Error('shSequence: input contains the here-document delimiter');
+      return `${cmd} <<'${eof}'${fail}\n${body}${eof}`;
+    })
+    .join('\n') + '\n';
+}

@@ -5,7 +5,7 @@ import { CommandError, type Runner } from '../../lib/exec/runner.ts';
 import { checkKnownArgs } from '../../lib/cni/env.ts';
 import { isValidIfname } from '../../lib/link/batch.ts';
 import { isNoSuchDevice, parseLinks, parseRoutes, type LinkInfo } from '../../lib/link/parse.ts';
-import { netnsState, runIpBatch, runShInNetns } from '../../lib/netns/netns.ts';
+import { netnsState, runIpBatch, runShInNetns, SH_STEP_EXIT_BASE, shq, shSequence, type ShStep } from '../../lib/netns/netns.ts';
 import { parseBridgeConfig, validateForAdd, type BridgeConfig } from './config.ts';
 import {
   instanceHash,
@@ -22,9 +22,13 @@ import {
   NFT_CHAIN,
   NFT_TABLE,
 } from './ipmasq.ts';
-import { BridgeErrorCode, bridgeCreateArgs, EXIT_IFNAME_EXISTS, planAdd, randomMac, type AddPlan } from './plan.ts';
+import { BridgeErrorCode, bridgeCreateArgs, EXIT_IFNAME_EXISTS, planAdd, planContainer, randomMac, type AddPlan } from './plan.ts';
 import { renderSpoofSetup, renderSpoofTeardown, spoofId } from './spoofcheck.ts';
 import { canonicalCidr, canonicalIp } from './ipmath.ts';
+
+const SEP = '@@flatnet@@';
+/** exit status of the first ADD program when listing the host's links fails */
+const EXIT_HOST_READ = 90;
 
 /** CNI_ARGS keys the bridge understands (others need IgnoreUnknown=1, as with libcni's LoadArgs) */
 const KNOWN_ARGS = ['MAC'] as const;
@@ -66,12 +70,15 @@ async function nftRun(runner: Runner, program: string): Promise<void> {
 
 // ---------------------------------------------------------------- masquerade
 
-async function masqSetup(runner: Runner, cfg: BridgeConfig, containerID: string, ifname: string, ips: string[]): Promise<void> {
+/** The masquerade programs of one attachment, as steps of the host program. */
+function masqSteps(cfg: BridgeConfig, containerID: string, ifname: string, ips: string[]): { label: string; step: ShStep }[] {
   const a = { network: cfg.name, ifname, containerID };
-  if (cfg.ipMasqBackend === 'nftables') return nftRun(runner, renderNftAdd(a, ips));
+  if (cfg.ipMasqBackend === 'nftables') return [{ label: 'IP masquerade (nftables)', step: { argv: ['nft', '-f', '-'], input: renderNftAdd(a, ips) } }];
   const progs = renderIptablesAdd(a, ips);
-  if (progs[4]) await runner.run(['iptables-restore', '--noflush', '-w'], { input: progs[4] });
-  if (progs[6]) await runner.run(['ip6tables-restore', '--noflush', '-w'], { input: progs[6] });
+  const out: { label: string; step: ShStep }[] = [];
+  if (progs[4]) out.push({ label: 'IP masquerade (iptables)', step: { argv: ['iptables-restore', '--noflush', '-w'], input: progs[4] } });
+  if (progs[6]) out.push({ label: 'IP masquerade (ip6tables)', step: { argv: ['ip6tables-restore', '--noflush', '-w'], input: progs[6] } });
+  return out;
 }
 
 type Family = 4 | 6;
@@ -131,9 +138,6 @@ export async function bridgeAdd(ctx: InvocationContext, deps: BridgeDeps): Promi
   let success = false;
   try {
     await pause('start');
-    // IPAM and the host read are independent: run them together
-    const hostRead = readHostLinks(runner);
-    hostRead.catch(() => {}); // awaited below; avoid an unhandled rejection if IPAM fails first
     let ipam: CniResult | undefined;
     if (cfg.ipam) {
       ipam = await ctx.delegator.exec(cfg.ipam.type, 'ADD', ctx.conf);
@@ -143,14 +147,38 @@ export async function bridgeAdd(ctx: InvocationContext, deps: BridgeDeps): Promi
       if (!ipam) throw new CniError(BridgeErrorCode.IpamNoIps, 'IPAM plugin returned no result');
     }
     await pause('after-ipam');
-    let hostLinks = await hostRead;
+    const base = { cfg, containerId: env.containerId, ifname: env.ifname, netns: env.netns, ipam, hostPid: deps.hostPid, randomBytes: deps.randomBytes };
+    const cp = planContainer(base);
+
+    // one process tree: read the host's links, then set up the container side (veth pair with its peer landing in
+    // the host netns, sysctls, addresses, routes). The read happens before the veth exists.
+    const first = [
+      `ip -j -d addr show || exit ${EXIT_HOST_READ}`,
+      `echo ${SEP}`,
+      `exec nsenter --net=${shq(env.netns)} sh -c ${shq(cp.containerProgram)}`,
+      '',
+    ].join('\n');
+    const cr = await runner.run(['sh', '-c', first], { input: cp.containerBatch, allowFail: true });
+    if (cr.code === EXIT_HOST_READ) throw kernelError('failed to list host links', new CommandError(['ip'], cr.code, cr.stderr));
+    if (cr.code === EXIT_IFNAME_EXISTS) {
+      throw new CniError(BridgeErrorCode.IfnameExists, `container veth name provided (${env.ifname}) already exists`);
+    }
+    const containerUndoAt = undo.length;
+    undo.push(async () => {
+      await runner.run(['ip', 'link', 'del', env.ifname], { netns: env.netns, allowFail: true });
+    });
+    if (cr.code !== 0) throw kernelError(`failed to set up ${env.ifname} in ${env.netns}`, new CommandError(['sh'], cr.code, cr.stderr));
+    let hostLinks = parseLinks(cr.stdout.split(SEP + '\n')[0] ?? '');
+    await pause('after-container');
+
     let bridgeCreated = false;
     if (!hostLinks.some((l) => l.ifname === cfg.bridge)) {
       // created on its own (not in the batch) so that concurrent first ADDs tolerate each other (EEXIST)
       const r = await runner.run(['ip', ...bridgeCreateArgs(cfg, randomMac(deps.randomBytes()))], { allowFail: true });
       if (r.code === 0) {
         bridgeCreated = true;
-        undo.push(async () => {
+        // undone after the veth is gone (undo runs in reverse): insert below the container's undo
+        undo.splice(containerUndoAt, 0, async () => {
           // only when no other attachment joined it meanwhile
           const ports = await runner.run(['ip', '-j', 'link', 'show', 'master', cfg.bridge], { allowFail: true });
           if (ports.code === 0 && parseLinks(ports.stdout).length === 0) await runner.run(['ip', 'link', 'del', cfg.bridge], { allowFail: true });
@@ -160,30 +188,10 @@ export async function bridgeAdd(ctx: InvocationContext, deps: BridgeDeps): Promi
       }
       hostLinks = await readHostLinks(runner);
     }
-    const plan: AddPlan = planAdd({
-      cfg,
-      containerId: env.containerId,
-      ifname: env.ifname,
-      netns: env.netns,
-      ipam,
-      hostLinks,
-      hostPid: deps.hostPid,
-      randomBytes: deps.randomBytes,
-    });
+    const plan: AddPlan = planAdd({ ...base, hostLinks }, cp);
     ctx.log.debug({ plan }, 'bridge ADD plan');
 
-    // container side: veth pair (peer lands in the host netns), sysctls, addresses, routes
-    const cr = await runShInNetns(runner, env.netns, plan.containerProgram, { input: plan.containerBatch, allowFail: true });
-    if (cr.code === EXIT_IFNAME_EXISTS) {
-      throw new CniError(BridgeErrorCode.IfnameExists, `container veth name provided (${env.ifname}) already exists`);
-    }
-    undo.push(async () => {
-      await runner.run(['ip', 'link', 'del', env.ifname], { netns: env.netns, allowFail: true });
-    });
-    if (cr.code !== 0) throw kernelError(`failed to set up ${env.ifname} in ${env.netns}`, new CommandError(['sh'], cr.code, cr.stderr));
-    await pause('after-container');
-
-    // host side: bridge, port, gateway addresses
+    // host side: bridge port, gateway addresses, VLANs, spoof check and masquerade in one program
     if (plan.vlanGatewayCreated) {
       const v = plan.vlanGatewayCreated;
       undo.push(async () => {
@@ -199,7 +207,6 @@ export async function bridgeAdd(ctx: InvocationContext, deps: BridgeDeps): Promi
         if (b.length) await runIpBatch(runner, b.join('\n') + '\n', { allowFail: true });
       });
     }
-    // bridge membership, gateway sysctls, spoof check and masquerade are independent: apply them together
     for (const s of plan.hostSysctls) {
       try {
         deps.writeSysctl(s.key, s.value, s.optional);
@@ -207,33 +214,22 @@ export async function bridgeAdd(ctx: InvocationContext, deps: BridgeDeps): Promi
         throw new CniError(ErrorCode.IoFailure, `failed to set sysctl ${s.key}=${s.value}: ${String(e)}`);
       }
     }
-    const tasks: Promise<void>[] = [
-      (async () => {
-        try {
-          await runIpBatch(runner, plan.hostBatch);
-          if (plan.bridgeBatch) await runner.run(['bridge', '-batch', '-'], { input: plan.bridgeBatch });
-        } catch (e) {
-          throw kernelError(`failed to set up bridge ${cfg.bridge}`, e);
-        }
-      })(),
-    ];
+    const steps: { label: string; step: ShStep }[] = [{ label: `bridge ${cfg.bridge} port and addresses`, step: { argv: ['ip', '-batch', '-'], input: plan.hostBatch } }];
+    if (plan.bridgeBatch) steps.push({ label: 'bridge VLANs', step: { argv: ['bridge', '-batch', '-'], input: plan.bridgeBatch } });
     if (cfg.macSpoofCheck) {
       undo.push(() => spoofTeardown(runner, env.containerId, env.ifname));
-      tasks.push(
-        nftRun(runner, renderSpoofSetup(spoofId(env.containerId, env.ifname), plan.hostVeth, plan.containerMac)).catch((e: unknown) =>
-          Promise.reject(kernelError('failed to set up mac spoof check', e)),
-        ),
-      );
+      steps.push({ label: 'mac spoof check', step: { argv: ['nft', '-f', '-'], input: renderSpoofSetup(spoofId(env.containerId, env.ifname), plan.hostVeth, plan.containerMac) } });
     }
     if (plan.masqIps.length) {
       const fams = [...new Set(plan.masqIps.map((ip): Family => (ip.includes(':') ? 6 : 4)))];
       undo.push(() => masqTeardown(runner, cfg, env.containerId, env.ifname, fams));
-      tasks.push(
-        masqSetup(runner, cfg, env.containerId, env.ifname, plan.masqIps).catch((e: unknown) => Promise.reject(kernelError('failed to set up IP masquerade', e))),
-      );
+      steps.push(...masqSteps(cfg, env.containerId, env.ifname, plan.masqIps));
     }
-    const failed = (await Promise.allSettled(tasks)).find((r): r is PromiseRejectedResult => r.status === 'rejected');
-    if (failed) throw failed.reason;
+    const hr = await runner.run(['sh', '-c', shSequence(steps.map((x) => x.step))], { allowFail: true });
+    if (hr.code !== 0) {
+      const failed = steps[hr.code - SH_STEP_EXIT_BASE];
+      throw kernelError(`failed to set up ${failed?.label ?? 'the host side'}`, new CommandError(['sh'], hr.code, hr.stderr));
+    }
     await pause('after-host');
     await pause('before-result');
     success = true;
@@ -286,7 +282,6 @@ export async function bridgeDel(ctx: InvocationContext, deps: BridgeDeps): Promi
 // ---------------------------------------------------------------- CHECK
 
 const mismatch = (msg: string): CniError => new CniError(BridgeErrorCode.CheckMismatch, msg);
-const SEP = '@@flatnet@@';
 
 export async function bridgeCheck(ctx: InvocationContext, deps: BridgeDeps): Promise<void> {
   const { env, conf } = ctx;

@@ -159,33 +159,39 @@ export function planGatewayAddr(
   return { add: want, remove };
 }
 
-export function planAdd(inp: AddInput): AddPlan {
+export type ContainerInput = Omit<AddInput, 'hostLinks'>;
+
+export interface ContainerPlan {
+  hostVeth: string;
+  containerMac: string;
+  hostVethMac: string;
+  gw: Gateways;
+  /** sh program for nsenter --net=CNI_NETNS; reads `containerBatch` on stdin */
+  containerProgram: string;
+  containerBatch: string;
+}
+
+/** exit status of the container program when the veth pair cannot be created for another reason */
+export const EXIT_VETH_FAILED = 18;
+
+/** The container half of ADD: needs only the config and the IPAM result, not the host's state. */
+export function planContainer(inp: ContainerInput): ContainerPlan {
   const { cfg, ifname, netns } = inp;
-  const br = cfg.bridge;
   const hostVeth = hostVethName(inp.containerId, ifname, netns);
-  const existing = inp.hostLinks.find((l) => l.ifname === br);
-  if (existing && existing.kind !== 'bridge') {
-    throw new CniError(BridgeErrorCode.NotABridge, `"${br}" already exists but is not a bridge`);
-  }
-  if (inp.hostLinks.some((l) => l.ifname === hostVeth)) {
-    throw new CniError(BridgeErrorCode.IfnameExists, `host veth ${hostVeth} already exists (attachment not deleted?)`);
-  }
   const containerMac = cfg.mac ?? randomMac(inp.randomBytes());
   const hostVethMac = randomMac(inp.randomBytes());
-  const bridgeMac = existing?.address ?? randomMac(inp.randomBytes());
 
   // ---- IPs, gateways, routes
   const gw: Gateways = inp.ipam ? calcGateways(cfg, inp.ipam) : { ips: [], routes: [], gws: { 4: [], 6: [] } };
   if (inp.ipam && gw.ips.length === 0) throw new CniError(BridgeErrorCode.IpamNoIps, 'IPAM plugin returned missing IP config');
 
-  // ---- container program
   const cb = new IpBatch();
   const lines = ['set -e'];
-  // the host veth name was checked free in the host netns, so "File exists" here means CNI_IFNAME exists
-  const veth = vethAddArgs({ name: ifname, peer: hostVeth, mac: containerMac, peerMac: hostVethMac, mtu: cfg.mtu || undefined, peerNetns: inp.hostPid });
   lines.push(
-    `if ! err=$(ip ${veth.join(' ')} 2>&1); then echo "$err" >&2; case "$err" in *'File exists'*) exit ${EXIT_IFNAME_EXISTS};; esac; exit 1; fi`,
+    `if ip link show dev ${shq(ifname)} >/dev/null 2>&1; then echo ${shq(`container veth name provided (${ifname}) already exists`)} >&2; exit ${EXIT_IFNAME_EXISTS}; fi`,
   );
+  const veth = vethAddArgs({ name: ifname, peer: hostVeth, mac: containerMac, peerMac: hostVethMac, mtu: cfg.mtu || undefined, peerNetns: inp.hostPid });
+  lines.push(`ip ${veth.join(' ')} || exit ${EXIT_VETH_FAILED}`);
   if (inp.ipam) {
     if (cfg.enableDad) {
       lines.push(sysctlShellLine(`net/ipv6/conf/${ifname}/enhanced_dad`, '1', true));
@@ -227,6 +233,26 @@ export function planAdd(inp: AddInput): AddPlan {
     cb.cmd('link', 'set', ifname, 'up');
   }
   if (cb.length) lines.push('exec ip -batch -');
+  return { hostVeth, containerMac, hostVethMac, gw, containerProgram: lines.join('\n') + '\n', containerBatch: cb.text() };
+}
+
+/**
+ * The whole ADD. `container` is the already-computed container half (apply runs it before reading the host);
+ * without it, it is computed here.
+ */
+export function planAdd(inp: AddInput, container?: ContainerPlan): AddPlan {
+  const { cfg, ifname, netns } = inp;
+  const br = cfg.bridge;
+  const existing = inp.hostLinks.find((l) => l.ifname === br);
+  if (existing && existing.kind !== 'bridge') {
+    throw new CniError(BridgeErrorCode.NotABridge, `"${br}" already exists but is not a bridge`);
+  }
+  const cp = container ?? planContainer(inp);
+  const { hostVeth, containerMac, hostVethMac, gw } = cp;
+  if (!container && inp.hostLinks.some((l) => l.ifname === hostVeth)) {
+    throw new CniError(BridgeErrorCode.IfnameExists, `host veth ${hostVeth} already exists (attachment not deleted?)`);
+  }
+  const bridgeMac = existing?.address ?? randomMac(inp.randomBytes());
 
   // ---- host program
   const hb = new IpBatch();
@@ -321,8 +347,8 @@ export function planAdd(inp: AddInput): AddPlan {
     bridgeMac,
     bridgeCreated: !existing,
     vlanGatewayCreated,
-    containerProgram: lines.join('\n') + '\n',
-    containerBatch: cb.text(),
+    containerProgram: cp.containerProgram,
+    containerBatch: cp.containerBatch,
     hostBatch: hb.text(),
     bridgeBatch: vb.length ? vb.text() : undefined,
     hostSysctls,
