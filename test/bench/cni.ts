@@ -17,7 +17,8 @@
 //     itself: an ExecResult from ctx.exec (e.g. only the ADD of an ADD-then-DEL iteration), ctx.sum(a, b) of
 //     several, or a number of ms; otherwise the whole call is timed (wall only, no CPU figure).
 //   - `starts` is how many plugin processes one iteration starts (default 1); the summary subtracts the bare
-//     start ("floor") that many times to show what the work itself costs.
+//     start ("floor") that many times to show what the work itself costs. For impl "ours", every sequential
+//     iteration is paired with a bare start measured just before it (robust to load drift on a shared machine).
 //   - `setup`/`teardown` run once around the scenario (teardown always, even after a failure).
 //   - `parallel: false` skips the parallel phase (e.g. when iterations share a kernel object).
 // Use ctx.prefix for every kernel object (netns, links) and ctx.tmp for files; clean up in teardown.
@@ -97,6 +98,11 @@ interface ScenarioResult {
   sequential?: Stats;
   /** CPU ms per operation, sequential phase */
   cpu?: Stats;
+  /**
+   * "ours" scenarios only: each sequential iteration is paired with a bare start (VERSION) run just before it, and
+   * the per-iteration difference (sample - starts x that start) is summarised. Robust to load drift on a busy machine.
+   */
+  pairedMinusFloor?: { wall: Stats; cpu?: Stats };
   parallel?: Stats & { wallMs: number; opsPerSec: number };
   error?: string;
 }
@@ -254,14 +260,28 @@ async function runScenario(ctx: BenchContext, s: Scenario, counter: { i: number 
     for (let k = 0; k < 3; k++) await s.run(counter.i++);
     const seq: number[] = [];
     const cpu: number[] = [];
+    const pairedWall: number[] = [];
+    const pairedCpu: number[] = [];
+    const paired = s.impl === 'ours';
+    const starts = s.starts ?? 1;
     for (let k = 0; k < ctx.iterations; k++) {
+      const floor = paired ? await ctx.exec(join(ctx.oursBin, 'host-local'), { CNI_COMMAND: 'VERSION' }, '{"cniVersion":"1.0.0"}') : undefined;
       const t0 = process.hrtime.bigint();
       const own = await s.run(counter.i++);
-      seq.push(sampleMs(own, t0));
-      if (typeof own === 'object' && own.cpuMs !== undefined) cpu.push(own.cpuMs);
+      const ms = sampleMs(own, t0);
+      seq.push(ms);
+      const c = typeof own === 'object' ? own.cpuMs : undefined;
+      if (c !== undefined) cpu.push(c);
+      if (floor) {
+        pairedWall.push(ms - starts * floor.ms);
+        if (c !== undefined && floor.cpuMs !== undefined) pairedCpu.push(c - starts * floor.cpuMs);
+      }
     }
     out.sequential = stats(seq);
     if (cpu.length === seq.length) out.cpu = stats(cpu);
+    if (pairedWall.length > 0) {
+      out.pairedMinusFloor = { wall: stats(pairedWall), ...(pairedCpu.length === pairedWall.length ? { cpu: stats(pairedCpu) } : {}) };
+    }
     if (s.parallel !== false) {
       const par: number[] = [];
       const w0 = process.hrtime.bigint();
@@ -298,18 +318,19 @@ function markdown(meta: Record<string, unknown>, results: ScenarioResult[], summ
   const lines: string[] = [];
   lines.push('# CNI invocation benchmark', '');
   lines.push(`Run ${String(meta.date)} on ${String(meta.cpus)} CPUs (load avg ${String(meta.loadavg)}); ${String(meta.iterations)} sequential iterations, ${String(meta.parallel)} in parallel x ${String(meta.rounds)} rounds. Times in ms per operation (process start to exit, as seen by the caller).`, '');
-  lines.push('| group | impl | seq median | seq p99 | CPU median | par median | par p99 | par ops/s | median vs reference | CPU vs reference |');
-  lines.push('|---|---|---:|---:|---:|---:|---:|---:|---:|---:|');
+  lines.push('| group | impl | seq median | seq p99 | CPU median | minus paired start (wall / CPU) | par median | par p99 | par ops/s | median vs reference | CPU vs reference |');
+  lines.push('|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
   for (const r of results) {
     const ref = results.find((x) => x.group === r.group && x.impl === 'reference');
     const vs = r.impl === 'reference' ? '1' : String(ratio(r.sequential?.median, ref?.sequential?.median) ?? '');
     const cvs = r.impl === 'reference' ? '1' : String(ratio(r.cpu?.median, ref?.cpu?.median) ?? '');
+    const paired = r.pairedMinusFloor ? `${r.pairedMinusFloor.wall.median} / ${r.pairedMinusFloor.cpu?.median ?? '-'}` : '';
     if (r.error) {
-      lines.push(`| ${r.group} | ${r.impl} | error: ${r.error.replace(/\|/g, '/').slice(0, 120)} | | | | | | | |`);
+      lines.push(`| ${r.group} | ${r.impl} | error: ${r.error.replace(/\|/g, '/').slice(0, 120)} | | | | | | | | |`);
       continue;
     }
     lines.push(
-      `| ${r.group} | ${r.impl} | ${r.sequential?.median ?? ''} | ${r.sequential?.p99 ?? ''} | ${r.cpu?.median ?? ''} | ${r.parallel?.median ?? ''} | ${r.parallel?.p99 ?? ''} | ${r.parallel?.opsPerSec ?? ''} | ${vs} | ${cvs} |`,
+      `| ${r.group} | ${r.impl} | ${r.sequential?.median ?? ''} | ${r.sequential?.p99 ?? ''} | ${r.cpu?.median ?? ''} | ${paired} | ${r.parallel?.median ?? ''} | ${r.parallel?.p99 ?? ''} | ${r.parallel?.opsPerSec ?? ''} | ${vs} | ${cvs} |`,
     );
   }
   lines.push('', '## Target: ours minus the bare start <= the reference whole', '');
@@ -405,6 +426,18 @@ async function main(): Promise<void> {
       ratioOursToReference: ratio(o.sequential.median, ref.sequential.median),
       targetMet: net <= ref.sequential.median,
     };
+    if (o.pairedMinusFloor) {
+      Object.assign(entry, {
+        pairedOursMinusFloor: o.pairedMinusFloor.wall.median,
+        pairedTargetMet: o.pairedMinusFloor.wall.median <= ref.sequential.median,
+      });
+      if (o.pairedMinusFloor.cpu && ref.cpu) {
+        Object.assign(entry, {
+          pairedOursCpuMinusFloor: o.pairedMinusFloor.cpu.median,
+          pairedCpuTargetMet: o.pairedMinusFloor.cpu.median <= ref.cpu.median,
+        });
+      }
+    }
     if (o.cpu && ref.cpu && floor.cpu) {
       const cpuNet = r2(o.cpu.median - starts * floor.cpu.median);
       Object.assign(entry, {
