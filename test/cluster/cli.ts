@@ -35,6 +35,7 @@ import {
   type ClusterOptions,
   type ClusterState,
   type PodNetwork,
+  type ProxyImpl,
   type ProxyMode,
 } from './state.ts';
 
@@ -100,7 +101,11 @@ export async function up(o: UpOptions = {}, runner: Runner = new ExecRunner()): 
   if (existing) {
     if (clusterAlive(existing)) {
       const e = existing.options;
-      const differs = (o.nodes !== undefined && o.nodes !== e.nodes) || (o.proxyMode !== undefined && o.proxyMode !== e.proxyMode) || (o.podNetwork !== undefined && o.podNetwork !== e.podNetwork);
+      const differs =
+        (o.nodes !== undefined && o.nodes !== e.nodes) ||
+        (o.proxyMode !== undefined && o.proxyMode !== e.proxyMode) ||
+        (o.proxyImpl !== undefined && o.proxyImpl !== (e.proxyImpl ?? 'flatnet')) ||
+        (o.podNetwork !== undefined && o.podNetwork !== e.podNetwork);
       log(`cluster ${name} is already up (${e.nodes} nodes, proxy ${e.proxyMode}, pod network ${e.podNetwork})${differs ? '; it differs from what was asked: run cluster:down first to change it' : ''}`);
       return existing;
     }
@@ -111,7 +116,10 @@ export async function up(o: UpOptions = {}, runner: Runner = new ExecRunner()): 
   if (!Number.isInteger(nodes) || nodes < 1 || nodes > 20) throw new Error(`--nodes ${nodes}: expected 1..20`);
   const proxyMode = o.proxyMode ?? 'iptables';
   if (!['iptables', 'nftables', 'ipvs', 'none'].includes(proxyMode)) throw new Error(`--proxy-mode ${proxyMode}: expected iptables|nftables|ipvs|none`);
-  const podNetwork = o.podNetwork ?? defaultPodNetwork(proxyMode);
+  const proxyImpl = o.proxyImpl ?? 'flatnet';
+  if (!['flatnet', 'kube-proxy'].includes(proxyImpl)) throw new Error(`--proxy ${proxyImpl}: expected flatnet|kube-proxy`);
+  if (proxyImpl === 'kube-proxy' && o.podNetwork === 'overlay') throw new Error('--proxy kube-proxy runs no overlay controller: use --pod-network routes');
+  const podNetwork = o.podNetwork ?? (proxyImpl === 'kube-proxy' ? 'routes' : defaultPodNetwork(proxyMode));
   if (!['routes', 'overlay'].includes(podNetwork)) throw new Error(`--pod-network ${podNetwork}: expected routes|overlay`);
   if (podNetwork === 'overlay' && proxyMode === 'none') throw new Error('--pod-network overlay needs the node daemon: use a --proxy-mode other than none');
 
@@ -125,6 +133,7 @@ export async function up(o: UpOptions = {}, runner: Runner = new ExecRunner()): 
     name,
     nodes,
     proxyMode,
+    proxyImpl,
     podNetwork,
     underlaySubnet: o.underlaySubnet ?? (await pickUnderlaySubnet(runner, taken)),
     mtu: o.mtu ?? 1500,
@@ -147,8 +156,8 @@ export async function up(o: UpOptions = {}, runner: Runner = new ExecRunner()): 
     if (ref.length) log(`CNI plugins from /usr/lib/cni (not built in dist/bin yet): ${ref.join(', ')}`);
     // the daemon first (as its DaemonSet pod would be): in overlay mode it writes the subnet file the CNI plugin needs
     if (proxyMode !== 'none') {
-      if (daemonAvailable()) {
-        log(`starting flatnet's node daemon (${proxyMode}) on every node`);
+      if (proxyImpl === 'kube-proxy' || daemonAvailable()) {
+        log(`starting ${proxyImpl === 'kube-proxy' ? 'upstream kube-proxy' : "flatnet's node daemon"} (${proxyMode}) on every node`);
         for (const n of s.nodes) await startDaemon(s, n);
       } else {
         log(`proxy/main.ts does not exist yet: no node daemon started (services will not work)`);
@@ -232,7 +241,7 @@ export async function restartDaemon(s: ClusterState, node: string): Promise<numb
 async function status(s: ClusterState, runner: Runner): Promise<string> {
   const lines = [
     `cluster ${s.name}: ${s.phase}, created ${s.createdAt}`,
-    `  apiserver ${s.apiserverURL ?? '-'}  underlay ${s.bridge} ${s.options.underlaySubnet}  proxy ${s.options.proxyMode}  pod network ${s.options.podNetwork}`,
+    `  apiserver ${s.apiserverURL ?? '-'}  underlay ${s.bridge} ${s.options.underlaySubnet}  proxy ${s.options.proxyImpl ?? 'flatnet'} ${s.options.proxyMode}  pod network ${s.options.podNetwork}`,
     `  state ${s.dir}`,
   ];
   for (const p of s.processes) {
@@ -291,7 +300,9 @@ export function parseArgs(argv: readonly string[]): Parsed {
 }
 
 const HELP = `usage: node test/cluster/cli.ts <command> [--name NAME]
-  up [--nodes N] [--proxy-mode iptables|nftables|ipvs|none] [--pod-network routes|overlay] [--subnet 172.30.X.0/24] [--mtu M] [--no-dns]
+  up [--nodes N] [--proxy-mode iptables|nftables|ipvs|none] [--proxy flatnet|kube-proxy] [--pod-network routes|overlay]
+     [--subnet 172.30.X.0/24] [--mtu M] [--no-dns]
+     (--proxy kube-proxy runs upstream kube-proxy instead of flatnet's daemon, as a reference; pod network routes)
      (pod network default: overlay when the vxlan plugin and the daemon exist, else routes; env FLATNET_POD_NETWORK)
   down | status | env
   exec <node | namespace/pod | external> -- <command...>
@@ -309,6 +320,7 @@ async function main(argv: readonly string[]): Promise<number> {
         name,
         nodes: str('nodes') ? Number(str('nodes')) : undefined,
         proxyMode: str('proxy-mode') as ProxyMode | undefined,
+        proxyImpl: str('proxy') as ProxyImpl | undefined,
         podNetwork: str('pod-network') as PodNetwork | undefined,
         underlaySubnet: str('subnet'),
         mtu: str('mtu') ? Number(str('mtu')) : undefined,

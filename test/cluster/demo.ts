@@ -1,9 +1,9 @@
-// npm run demo [-- --nodes 3 --proxy-mode iptables --name flatnet]: brings the local cluster up, deploys an agnhost
+// npm run demo [-- --nodes 3 --proxy-mode iptables --proxy flatnet|kube-proxy --pod-network routes|overlay --name flatnet]: brings the local cluster up, deploys an agnhost
 // netexec app across the nodes (pods pinned with spec.nodeName, a ClusterIP Service), prints a connectivity matrix
 // and leaves everything running.
 import { clusterHandle, manifest, netexecPod, type Cluster } from '../e2e/helpers/handle.ts';
 import { parseArgs, up } from './cli.ts';
-import { DEFAULT_CLUSTER_NAME, type ProxyMode } from './state.ts';
+import { DEFAULT_CLUSTER_NAME, type PodNetwork, type ProxyImpl, type ProxyMode } from './state.ts';
 
 const NS = 'demo';
 
@@ -30,7 +30,13 @@ async function main(): Promise<void> {
   const p = parseArgs(['demo', ...process.argv.slice(2)]);
   const str = (k: string) => (typeof p.flags.get(k) === 'string' ? (p.flags.get(k) as string) : undefined);
   const name = str('name') ?? process.env.FLATNET_CLUSTER ?? DEFAULT_CLUSTER_NAME;
-  const s = await up({ name, nodes: Number(str('nodes') ?? 3), proxyMode: (str('proxy-mode') ?? 'iptables') as ProxyMode });
+  const s = await up({
+    name,
+    nodes: Number(str('nodes') ?? 3),
+    proxyMode: (str('proxy-mode') ?? 'iptables') as ProxyMode,
+    proxyImpl: str('proxy') as ProxyImpl | undefined,
+    podNetwork: str('pod-network') as PodNetwork | undefined,
+  });
   const c = clusterHandle(s);
 
   // one pod per node, and a second on the first worker so the matrix has a same-node pair
@@ -74,7 +80,7 @@ async function main(): Promise<void> {
   }
   process.stdout.write(`\nConnectivity (HTTP GET /hostname; same = same node, cross = another node, svc = ClusterIP via the node daemon):\n\n`);
   process.stdout.write(table(rows) + '\n');
-  process.stdout.write(`\n${failures === 0 ? 'all paths work' : `${failures} path(s) failed`} (proxy ${s.options.proxyMode}, pod network ${s.options.podNetwork})\n`);
+  process.stdout.write(`\n${failures === 0 ? 'all paths work' : `${failures} path(s) failed`} (proxy ${s.options.proxyImpl ?? 'flatnet'} ${s.options.proxyMode}, pod network ${s.options.podNetwork})\n`);
   const nameFlag = name === DEFAULT_CLUSTER_NAME ? '' : ` -- --name ${name}`;
   process.stdout.write(`
 The cluster is still running. Try:

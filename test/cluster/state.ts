@@ -19,11 +19,15 @@ export const NODE_CIDR_MASK = 24;
 
 export type ProxyMode = 'iptables' | 'nftables' | 'ipvs' | 'none';
 export type PodNetwork = 'routes' | 'overlay';
+/** which service proxy runs on the nodes: flatnet's daemon, or upstream kube-proxy (a reference to compare against) */
+export type ProxyImpl = 'flatnet' | 'kube-proxy';
 
 export interface ClusterOptions {
   name: string;
   nodes: number;
   proxyMode: ProxyMode;
+  /** absent in older state files: flatnet */
+  proxyImpl?: ProxyImpl;
   podNetwork: PodNetwork;
   /** underlay subnet, a /24 such as 172.30.7.0/24 */
   underlaySubnet: string;

@@ -10,7 +10,7 @@ import { isAlive, procStartTime, startDetached, stopProcess, tailFile, waitFor }
 import { CLUSTER_CIDR, NODE24, externalNetnsName, nodeNames, record, type ClusterState, type NodeRecord, type ProcRecord } from '../state.ts';
 import { writeCniConf } from './cni-conf.ts';
 import { registerNode, waitPodCIDR } from './node-objects.ts';
-import { applyPodRoutes } from './routes.ts';
+import { applyMasquerade, applyPodRoutes } from './routes.ts';
 import { applyUnderlay, externalIP, hostVethName, nodeIP, type UnderlayPlan } from './underlay.ts';
 
 const REPO = join(import.meta.dirname, '..', '..', '..');
@@ -92,7 +92,10 @@ export async function registerNodes(s: ClusterState, admin: Kubectl, runner: Run
       overlayDataDir: join(n.dir, 'overlay'),
     });
   }
-  if (s.options.podNetwork === 'routes') await applyPodRoutes(runner, s.nodes);
+  if (s.options.podNetwork === 'routes') {
+    await applyPodRoutes(runner, s.nodes);
+    await applyMasquerade(runner, s.nodes, CLUSTER_CIDR);
+  }
 }
 
 interface RuntimeModule {
@@ -157,7 +160,24 @@ export function daemonConfig(n: NodeRecord): string {
   ].join('\n');
 }
 
+/** Upstream kube-proxy as the reference proxy, inside the node netns, with the daemon's identity and RBAC. */
+export function kubeProxyArgv(s: ClusterState, n: NodeRecord): string[] {
+  return [
+    join(s.binDir, 'kube-proxy'),
+    `--kubeconfig=${s.daemonKubeconfig}`,
+    `--hostname-override=${n.name}`,
+    `--proxy-mode=${s.options.proxyMode}`,
+    `--cluster-cidr=${CLUSTER_CIDR}`,
+    '--healthz-bind-address=0.0.0.0:10256',
+    '--metrics-bind-address=127.0.0.1:10249',
+    // nf_conntrack_max is host-wide: a node namespace must not change it
+    '--conntrack-max-per-core=0',
+    '--v=1',
+  ];
+}
+
 export function daemonArgv(s: ClusterState, n: NodeRecord): string[] {
+  if (s.options.proxyImpl === 'kube-proxy') return kubeProxyArgv(s, n);
   const argv = [NODE24, DAEMON_MAIN];
   if (s.options.podNetwork === 'overlay') argv.push(`--config=${join(n.dir, 'daemon.yaml')}`);
   argv.push(

@@ -24,3 +24,26 @@ export async function applyPodRoutes(runner: Runner, all: readonly RouteNode[]):
     if (batch) await runner.run(['ip', '-n', n.netns, '-batch', '-'], { input: batch });
   }
 }
+
+/**
+ * kindnet-style egress masquerade for the `routes` pod network (the overlay controller does its own): pod traffic that
+ * leaves the pod network through the node's underlay interface takes the node's address. Without it, the host (the
+ * apiserver's side) would answer pod addresses through its own default route, out to a real network.
+ */
+export function masqueradeProgram(clusterCIDR: string, uplink = 'eth0'): string {
+  return [
+    'table ip flatnet-cluster',
+    'delete table ip flatnet-cluster',
+    'table ip flatnet-cluster {',
+    '  chain postrouting {',
+    '    type nat hook postrouting priority srcnat + 10; policy accept;',
+    `    ip saddr ${clusterCIDR} ip daddr != ${clusterCIDR} oifname "${uplink}" masquerade`,
+    '  }',
+    '}',
+    '',
+  ].join('\n');
+}
+
+export async function applyMasquerade(runner: Runner, nodes: readonly RouteNode[], clusterCIDR: string): Promise<void> {
+  for (const n of nodes) await runner.run(['nft', '-f', '-'], { input: masqueradeProgram(clusterCIDR), netns: `/var/run/netns/${n.netns}` });
+}
