@@ -65,12 +65,13 @@ export async function useCluster(o: UseClusterOptions = {}): Promise<Cluster> {
       clusterAlive(cur) &&
       cur.options.nodes >= wantNodes &&
       cur.options.proxyMode === wantMode &&
+      (cur.options.proxyImpl ?? 'flatnet') === (o.proxy ?? 'flatnet') &&
       (!o.podNetwork || cur.options.podNetwork === o.podNetwork)
     ) {
       return cur;
     }
     if (cur) await down(name);
-    return startCluster({ name, nodes: wantNodes, proxyMode: wantMode, podNetwork: o.podNetwork });
+    return startCluster({ name, nodes: wantNodes, proxyMode: wantMode, proxy: o.proxy, podNetwork: o.podNetwork });
   });
   return clusterHandle(s);
 }

@@ -8,12 +8,14 @@ import { resolveTarget, restartDaemon as restartNodeDaemon } from '../../cluster
 import { adminKubectl } from '../../cluster/control-plane/index.ts';
 import { waitFor } from '../../cluster/control-plane/proc.ts';
 import { daemonLog } from '../../cluster/nodes/index.ts';
-import { loadState, NODE24, REPO_ROOT, type ClusterState, type PodNetwork, type ProxyMode } from '../../cluster/state.ts';
+import { loadState, NODE24, REPO_ROOT, type ClusterState, type PodNetwork, type ProxyImpl, type ProxyMode } from '../../cluster/state.ts';
 
 export interface UseClusterOptions {
   /** at least this many nodes (the shared cluster has at least 3) */
   nodes?: number;
   proxyMode?: ProxyMode;
+  /** 'kube-proxy' runs upstream kube-proxy instead of flatnet's daemon (a reference to compare behaviour with) */
+  proxy?: ProxyImpl;
   podNetwork?: PodNetwork;
 }
 
@@ -96,6 +98,7 @@ const isReady = (p: PodInfo) => p.status.conditions?.some((c) => c.type === 'Rea
 export async function startCluster(o: UseClusterOptions & { name: string }): Promise<ClusterState> {
   const argv = [NODE24, join(REPO_ROOT, 'test', 'cluster', 'cli.ts'), 'up', '--name', o.name, '--nodes', String(o.nodes ?? 3), '--proxy-mode', o.proxyMode ?? 'iptables'];
   if (o.podNetwork) argv.push('--pod-network', o.podNetwork);
+  if (o.proxy) argv.push('--proxy', o.proxy);
   const code = await new Promise<number>((resolve, reject) => {
     const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', 'inherit'], cwd: REPO_ROOT });
     child.on('error', reject);
