@@ -217,10 +217,12 @@ describe('node agent (kubelet stand-in)', () => {
     expect(Date.now() - Date.parse(lease.spec.renewTime)).toBeLessThan(30_000);
   });
 
-  it('a restarted agent adopts running sandboxes and restarts their workloads (same pod IP)', async () => {
+  it('an agent killed with SIGKILL: the next one kills its orphaned workloads, adopts the sandboxes and restarts them (same pod IP)', async () => {
     const before = getPod('web-1')!;
+    const oldPid = Number(/-(\d+)$/.exec(before.status?.containerStatuses?.[0]?.containerID ?? '')?.[1]);
+    expect(existsPid(oldPid)).toBe(true);
     const rec = s.processes.find((p) => p.role === 'agent' && p.node === worker.name)!;
-    process.kill(rec.pid, 'SIGTERM');
+    process.kill(rec.pid, 'SIGKILL');
     await waitFor('old agent exit', () => !existsPid(rec.pid), 30_000);
     const agent = await startAgent({
       nodeName: worker.name,
@@ -236,6 +238,9 @@ describe('node agent (kubelet stand-in)', () => {
       expect(after.status?.podIP).toBe(before.status?.podIP);
       expect(after.metadata?.uid).toBe(before.metadata?.uid);
       expect(readFileSync(agent.logFile, 'utf8')).toContain('sandbox adopted');
+      expect(readFileSync(agent.logFile, 'utf8')).toContain('killed orphaned workloads');
+      expect(existsPid(oldPid)).toBe(false);
+      await waitFor('new container id', () => getPod('web-1')?.status?.containerStatuses?.[0]?.containerID !== before.status?.containerStatuses?.[0]?.containerID);
     } finally {
       await agent.stop();
     }
