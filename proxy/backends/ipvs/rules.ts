@@ -465,8 +465,10 @@ export function renderFull(
     if (!l) bySet.set(s, (l = new Set()));
     l.add(id.slice(i + 1));
   }
-  // only virtual servers of this family are ours to diff (the kernel table holds both)
-  const curFam = new Map([...cur.vss].filter(([, v]) => familyOf(v.addr) === family));
+  // virtual servers are ours when their address is one we manage (dummy addresses, NodePort addresses, or wanted now);
+  // other families and foreign virtual servers are left alone
+  const ourAddrs = new Set([...cur.addrs, ...state.addrs.keys(), ...nodePortAddrs(input.config, input.node.ips, family)]);
+  const curFam = new Map([...cur.vss].filter(([, v]) => familyOf(v.addr) === family && ourAddrs.has(v.addr)));
   return {
     programs: {
       ipset: ipsetFull(family, bySet),

@@ -84,6 +84,12 @@ describe('ipvs rules: programs', () => {
     const withV6 = new Map(kernel);
     withV6.set('tcp|fd00::1|80', { proto: 'tcp', addr: 'fd00::1', port: 80, scheduler: 'rr', reals: [] });
     expect(renderFull(syncInput(plans()), { vss: withV6, addrs: new Set(), linkExists: true }).programs.ipvs).not.toContain('fd00::1');
+    // so is a foreign virtual server on an address flatnet does not manage; a stale one on our dummy goes
+    const foreign = new Map(kernel);
+    foreign.set('tcp|172.16.0.1|443', { proto: 'tcp', addr: '172.16.0.1', port: 443, scheduler: 'rr', reals: [] });
+    foreign.set('tcp|10.96.0.99|80', { proto: 'tcp', addr: '10.96.0.99', port: 80, scheduler: 'rr', reals: [] });
+    const f = renderFull(syncInput(plans()), { vss: foreign, addrs: new Set(['10.96.0.99']), linkExists: true });
+    expect(f.programs.ipvs).toBe('-D -t 10.96.0.99:80\n');
   });
 
   it('incremental: only the changed service, with minimal real-server edits', () => {
