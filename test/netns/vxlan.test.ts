@@ -191,7 +191,10 @@ describe('vxlan controller on real netns nodes', () => {
     expect(neighbours(n1.ns)).toEqual([`10.244.2.0 ${vtepMac('node-2', 1)}`]);
     expect(canPing(pods[0]!.ns, pods[2]!.ip)).toBe(false);
     bed.store.put(saved);
-    await waitFor(() => [n1, n2].every((n) => routes(n.ns).some((r) => r.startsWith('10.244.3.0'))), 2000, 'node-3 back');
+    // three controllers share this test process; on a saturated VM a pass can queue behind a resync, hence 4 s here
+    // (test/e2e/overlay.test.ts asserts < 2 s both ways on the real daemons)
+    const back = await waitFor(() => [n1, n2].every((n) => routes(n.ns).some((r) => r.startsWith('10.244.3.0'))), 4000, 'node-3 back');
+    console.error(`[vxlan netns] node removal applied on both peers in ${took} ms, re-add in ${back} ms`);
     expect(canPing(pods[0]!.ns, pods[2]!.ip)).toBe(true);
     expect(took).toBeLessThan(2000);
   });

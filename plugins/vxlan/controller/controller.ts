@@ -115,7 +115,13 @@ export class OverlayController {
       log.warn({ nodeName }, 'overlay: own Node has no InternalIP');
       return { planned: false };
     }
-    const snap = await readKernel(runner, cfg.deviceName, cfg.routeProtocol);
+    // the masquerade table's existence is checked alongside the kernel read (self-healing without an extra round trip)
+    const [snap, masqExists] = await Promise.all([
+      readKernel(runner, cfg.deviceName, cfg.routeProtocol),
+      cfg.masquerade && this.lastMasq !== undefined
+        ? runner.run(['nft', 'list', 'table', 'inet', cfg.masqueradeTable], { allowFail: true }).then((r) => r.code === 0, () => false)
+        : Promise.resolve(false),
+    ]);
     const underlay = findUnderlay(snap.addrJson, ip);
     if (!underlay) {
       log.warn({ ip }, 'overlay: no local interface holds the Node InternalIP');
@@ -129,27 +135,33 @@ export class OverlayController {
     }
     const program = diffProgram(desired, snap.observed, cfg.routeProtocol);
     const errors: unknown[] = [];
-    if (program.ip.length || program.bridge.length || program.routes.length) {
-      log.info({ ip: program.ip, fdb: program.bridge, routes: program.routes, recreate: program.recreate }, 'overlay: applying');
-      const batch = async (argv: string[], lines: string[]): Promise<void> => {
-        if (!lines.length) return;
-        await runner.run(argv, { input: lines.join('\n') + '\n' }).catch((e: unknown) => errors.push(e));
-      };
-      await batch(['ip', '-force', '-batch', '-'], program.ip);
-      await batch(['bridge', '-force', '-batch', '-'], program.bridge);
-      await batch(['ip', '-force', '-batch', '-'], program.routes);
-    }
-    if (!cfg.txChecksumOffload && (program.recreate || !this.offloadDone)) {
-      const r = await runner.run(['ethtool', '-K', cfg.deviceName, 'tx', 'off'], { allowFail: true }).catch((e: unknown) => ({
-        code: -1,
-        stdout: '',
-        stderr: String(e),
-      }));
-      if (r.code !== 0) log.warn({ stderr: r.stderr.trim() }, 'overlay: could not turn tx checksum offload off');
-      else this.offloadDone = true;
-    }
-    await this.syncSubnetFile(desired).catch((e: unknown) => errors.push(e));
-    await this.syncMasquerade(desired).catch((e: unknown) => errors.push(e));
+    const device = async (): Promise<void> => {
+      if (program.ip.length || program.bridge.length || program.routes.length) {
+        log.info({ ip: program.ip, fdb: program.bridge, routes: program.routes, recreate: program.recreate }, 'overlay: applying');
+        const batch = async (argv: string[], lines: string[]): Promise<void> => {
+          if (!lines.length) return;
+          await runner.run(argv, { input: lines.join('\n') + '\n' }).catch((e: unknown) => errors.push(e));
+        };
+        await batch(['ip', '-force', '-batch', '-'], program.ip);
+        await batch(['bridge', '-force', '-batch', '-'], program.bridge);
+        await batch(['ip', '-force', '-batch', '-'], program.routes);
+      }
+      if (!cfg.txChecksumOffload && (program.recreate || !this.offloadDone)) {
+        const r = await runner.run(['ethtool', '-K', cfg.deviceName, 'tx', 'off'], { allowFail: true }).catch((e: unknown) => ({
+          code: -1,
+          stdout: '',
+          stderr: String(e),
+        }));
+        if (r.code !== 0) log.warn({ stderr: r.stderr.trim() }, 'overlay: could not turn tx checksum offload off');
+        else this.offloadDone = true;
+      }
+    };
+    // device/peers, subnet file and masquerade are independent: apply them concurrently
+    await Promise.all([
+      device(),
+      this.syncSubnetFile(desired).catch((e: unknown) => errors.push(e)),
+      this.syncMasquerade(desired, masqExists).catch((e: unknown) => errors.push(e)),
+    ]);
     const patch = annotationPatch(self, desired.annotations);
     if (patch) {
       log.info({ patch }, 'overlay: publishing VTEP on Node');
@@ -173,7 +185,7 @@ export class OverlayController {
     this.d.log.info({ path }, 'overlay: wrote subnet file');
   }
 
-  private async syncMasquerade(desired: DesiredState): Promise<void> {
+  private async syncMasquerade(desired: DesiredState, exists: boolean): Promise<void> {
     const { runner, config: cfg } = this.d;
     if (!desired.masquerade) {
       if (!cfg.masquerade && this.lastMasq !== '') {
@@ -183,10 +195,7 @@ export class OverlayController {
       return;
     }
     const text = renderMasquerade(desired.masquerade);
-    if (text === this.lastMasq) {
-      const exists = await runner.run(['nft', 'list', 'table', 'inet', cfg.masqueradeTable], { allowFail: true });
-      if (exists.code === 0) return;
-    }
+    if (text === this.lastMasq && exists) return;
     await runner.run(['nft', '-f', '-'], { input: text });
     this.lastMasq = text;
     this.d.log.info({ table: cfg.masqueradeTable }, 'overlay: masquerade rules applied');
