@@ -85,7 +85,8 @@ export function parseRestore(text: string): Tables {
     const line = raw.trim();
     if (!line || line.startsWith('#')) continue;
     if (line.startsWith('*')) {
-      cur = new Map();
+      // several programs may be concatenated (chunked full syncs): a table section continues the same table
+      cur = tables.get(line.slice(1)) ?? new Map();
       tables.set(line.slice(1), cur);
     } else if (line === 'COMMIT') cur = undefined;
     else if (!cur) throw new Error(`tracer: rule outside a table: ${line}`);

@@ -114,7 +114,8 @@ for (const mode of ['nft', 'legacy'] as const) {
       startServer(srv, ['UDP-RECVFROM:5353,bind=10.244.2.2,fork', 'SYSTEM:read x; echo A']);
       startServer(srv, ['UDP-RECVFROM:5353,bind=10.244.2.3,fork', 'SYSTEM:read x; echo B']);
       await new Promise((r) => setTimeout(r, 300));
-      proxier = new IptablesProxier({ runner, mode, netns: nodeNs.path, chainPrefix });
+      // chunkServices 2: full syncs here go through the chunked path (4 services -> 2 chunks + main program)
+      proxier = new IptablesProxier({ runner, mode, netns: nodeNs.path, chainPrefix, chunkServices: 2 });
       services.set('t/web:/TCP/v4', sp('web', { clusterIP: '10.96.0.10', nodePort: 30080 }));
       endpoints.set('t/web:/TCP/v4', [ep('10.244.2.2', 8080), ep('10.244.2.3', 8080)]);
       services.set('t/aff:/TCP/v4', sp('aff', { clusterIP: '10.96.0.11', affinityTimeoutSeconds: 30 }));

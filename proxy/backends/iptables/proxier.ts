@@ -132,7 +132,7 @@ export class IptablesProxier implements ProxyBackend {
     this.lastProgram.set(family, res.text);
     const t0 = performance.now();
     try {
-      await ipt.restore(res.text);
+      for (const prog of res.programs) await ipt.restore(prog);
       if (full) this.missingJumps.set(family, []);
     } catch (err) {
       this.existing.set(family, undefined); // unknown state: the next sync is full and re-reads the kernel

@@ -21,12 +21,22 @@ export interface RuleOptions {
   chainPrefix?: string;
   /** NodePorts on 127.0.0.1 (IPv4 only; needs route_localnet=1, adds the CVE-2020-8558 guard). Default false. */
   localhostNodePorts?: boolean;
+  /** full syncs with more services than this write per-service chains in chunks of this many (0 = never); 1000 */
+  chunkServices?: number;
 }
 
 export type Table = 'filter' | 'nat' | 'mangle';
 
 export interface RenderResult {
+  /** all programs concatenated (what a single-transaction reader such as the tracer sees) */
   text: string;
+  /**
+   * the programs to apply in order, one transaction each: for big full syncs, chunks of per-service chains first
+   * (each service's chains within one chunk, unreferenced or consistently rewritten), then the main program with the
+   * shared chains, jumps and stale-chain deletions. iptables-nft-restore is superlinear in (rules x chains) per
+   * transaction, so chunking keeps a 10k-service full sync linear. Otherwise a single program.
+   */
+  programs: string[];
   /** every chain flatnet owns after this program, by table */
   chains: Record<Table, Set<string>>;
   /** chains flushed and deleted by this program */
@@ -283,6 +293,9 @@ export function renderRules(input: SyncInput, opts: RuleOptions = {}, state?: Re
   }
 
   const topOut = new Map<string, TopRule[]>();
+  const chunk = opts.chunkServices ?? 1000;
+  const chunks: Writer[] = [];
+  let servicesChunked = 0;
   const prev = state?.top;
   const keys = [...input.plans.keys()].sort();
   for (const key of keys) {
@@ -378,25 +391,36 @@ export function renderRules(input: SyncInput, opts: RuleOptions = {}, state?: Re
     for (const c of wanted) owned.nat.add(c);
     if (!write) continue;
     chainsWritten += wanted.length;
-    for (const c of wanted) w.declare('nat', c);
+    // full syncs of big clusters: per-service chains go to chunk programs applied before the main one
+    let sw = w;
+    if (input.full && chunk > 0 && input.plans.size > chunk && wanted.length) {
+      const idx = Math.floor(servicesChunked++ / chunk);
+      if (!chunks[idx]) {
+        chunks[idx] = new Writer();
+        // chunk programs reference the top-level chains; create the missing ones (empty) without flushing others
+        if (idx === 0) for (const [t, c] of topChains) if (!existing?.[t]?.has(c)) chunks[0]!.declare(t, c);
+      }
+      sw = chunks[idx]!;
+    }
+    for (const c of wanted) sw.declare('nat', c);
 
     const masqRule = (chain: string): void => {
       const dst = `-d ${withMask(s.clusterIP, fam)} ${pm}`;
-      if (cfg.masqueradeAll) w.add('nat', `-A ${chain} ${comment(`${name} cluster IP`)} ${dst} -j ${n.markMasq}`);
-      else if (detector) w.add('nat', `-A ${chain} ${comment(`${name} cluster IP`)} ${detector[1]} ${dst} -j ${n.markMasq}`);
+      if (cfg.masqueradeAll) sw.add('nat', `-A ${chain} ${comment(`${name} cluster IP`)} ${dst} -j ${n.markMasq}`);
+      else if (detector) sw.add('nat', `-A ${chain} ${comment(`${name} cluster IP`)} ${detector[1]} ${dst} -j ${n.markMasq}`);
     };
     const toEndpoints = (chain: string, eps: readonly Endpoint[]): void => {
       if (s.affinityTimeoutSeconds !== undefined) {
         for (const ep of eps) {
           const sep = sepOf(ep);
-          w.add('nat', `-A ${chain} ${comment(`${name} -> ${hostPort(ep.ip, ep.port, fam)}`)} -m recent --name ${sep} --rcheck --seconds ${s.affinityTimeoutSeconds} --reap -j ${sep}`);
+          sw.add('nat', `-A ${chain} ${comment(`${name} -> ${hostPort(ep.ip, ep.port, fam)}`)} -m recent --name ${sep} --rcheck --seconds ${s.affinityTimeoutSeconds} --reap -j ${sep}`);
         }
       }
       eps.forEach((ep, i) => {
         const sep = sepOf(ep);
         const left = eps.length - i;
         const stat = left > 1 ? ` -m statistic --mode random --probability ${(1 / left).toFixed(10)}` : '';
-        w.add('nat', `-A ${chain} ${comment(`${name} -> ${hostPort(ep.ip, ep.port, fam)}`)}${stat} -j ${sep}`);
+        sw.add('nat', `-A ${chain} ${comment(`${name} -> ${hostPort(ep.ip, ep.port, fam)}`)}${stat} -j ${sep}`);
       });
     };
 
@@ -410,29 +434,29 @@ export function renderRules(input: SyncInput, opts: RuleOptions = {}, state?: Re
     }
     if (usesExt) {
       if (!externalLocal) {
-        w.add('nat', `-A ${ch.ext} ${comment(`masquerade traffic for ${name} external destinations`)} -j ${n.markMasq}`);
+        sw.add('nat', `-A ${ch.ext} ${comment(`masquerade traffic for ${name} external destinations`)} -j ${n.markMasq}`);
       } else {
-        if (detector) w.add('nat', `-A ${ch.ext} ${comment(`pod traffic for ${name} external destinations`)} ${detector[0]} -j ${ch.svc}`);
-        w.add('nat', `-A ${ch.ext} ${comment(`masquerade LOCAL traffic for ${name} external destinations`)} -m addrtype --src-type LOCAL -j ${n.markMasq}`);
-        w.add('nat', `-A ${ch.ext} ${comment(`route LOCAL traffic for ${name} external destinations`)} -m addrtype --src-type LOCAL -j ${ch.svc}`);
+        if (detector) sw.add('nat', `-A ${ch.ext} ${comment(`pod traffic for ${name} external destinations`)} ${detector[0]} -j ${ch.svc}`);
+        sw.add('nat', `-A ${ch.ext} ${comment(`masquerade LOCAL traffic for ${name} external destinations`)} -m addrtype --src-type LOCAL -j ${n.markMasq}`);
+        sw.add('nat', `-A ${ch.ext} ${comment(`route LOCAL traffic for ${name} external destinations`)} -m addrtype --src-type LOCAL -j ${ch.svc}`);
       }
-      if (hasExternal) w.add('nat', `-A ${ch.ext} -j ${externalLocal ? ch.xlb : ch.svc}`);
+      if (hasExternal) sw.add('nat', `-A ${ch.ext} -j ${externalLocal ? ch.xlb : ch.svc}`);
     }
     if (usesFw) {
       const c = comment(`${name} loadbalancer IP`);
       let fromNode = false;
       for (const r of s.loadBalancerSourceRanges) {
-        w.add('nat', `-A ${ch.fw} ${c} -s ${r} -j ${ch.ext}`);
+        sw.add('nat', `-A ${ch.fw} ${c} -s ${r} -j ${ch.ext}`);
         if (input.node.ips.some((ip) => cidrFamily(ip) === fam && cidrContainsText(r, ip))) fromNode = true;
       }
-      if (fromNode) for (const ip of vips) w.add('nat', `-A ${ch.fw} ${c} -s ${withMask(ip, fam)} -j ${ch.ext}`);
+      if (fromNode) for (const ip of vips) sw.add('nat', `-A ${ch.fw} ${c} -s ${withMask(ip, fam)} -j ${ch.ext}`);
       // whatever falls off the end was not DNATed and is dropped by the PROXY-FIREWALL filter chain
     }
     for (const [sep, ep] of seps) {
       const c = comment(name);
-      w.add('nat', `-A ${sep} ${c} -s ${withMask(ep.ip, fam)} -j ${n.markMasq}`);
+      sw.add('nat', `-A ${sep} ${c} -s ${withMask(ep.ip, fam)} -j ${n.markMasq}`);
       const aff = s.affinityTimeoutSeconds !== undefined ? ` -m recent --name ${sep} --set` : '';
-      w.add('nat', `-A ${sep} ${c}${aff} -p ${s.protocol.toLowerCase()} -m ${s.protocol.toLowerCase()} -j DNAT --to-destination ${hostPort(ep.ip, ep.port, fam)}`);
+      sw.add('nat', `-A ${sep} ${c}${aff} -p ${s.protocol.toLowerCase()} -m ${s.protocol.toLowerCase()} -j DNAT --to-destination ${hostPort(ep.ip, ep.port, fam)}`);
     }
   }
 
@@ -478,7 +502,8 @@ export function renderRules(input: SyncInput, opts: RuleOptions = {}, state?: Re
     const j = jumps[i]!;
     w.tail[j.table].push(`-I ${j.chain} 1 ${j.args.map((a) => (/^[\w./:,!=+-]+$/.test(a) ? a : `"${a}"`)).join(' ')}`);
   }
-  return { text: w.render(), chains: owned, deleted, chainsWritten, top: topOut };
+  const programs = [...chunks.map((c) => c.render()), w.render()];
+  return { text: programs.join(''), programs, chains: owned, deleted, chainsWritten, top: topOut };
 }
 
 /** Does CIDR text contain IP text? (IPv4 and IPv6; small, dependency-free) */

@@ -348,6 +348,27 @@ describe('iptables rules: text', () => {
     expect(snapshot(kernel)).toEqual(snapshot(applyProgram(new Map(), fullNew.text)));
   });
 
+  it('chunked full syncs: same kernel state and traces as one transaction', () => {
+    const { services, endpoints } = fixture();
+    const plans = planServices(new Map(services.map((s) => [s.key, s])), endpoints, node, 4);
+    const input: SyncInput = { full: true, changed: new Set(), plans, node, config: baseConfig, family: 4 };
+    const one = renderRules(input, { chunkServices: 0 });
+    const chunked = renderRules(input, { chunkServices: 3 });
+    expect(one.programs).toHaveLength(1);
+    expect(chunked.programs.length).toBeGreaterThan(3);
+    // chunk 0 creates the missing top-level chains; only the last program touches the shared chains' rules
+    expect(chunked.programs[0]).toContain(':FLATNET-MARK-MASQ - [0:0]');
+    for (const p of chunked.programs.slice(0, -1)) expect(p).not.toMatch(/^-A FLATNET-(SERVICES|NODEPORTS) /m);
+    let k: Kernel = new Map();
+    for (const p of chunked.programs) k = applyProgram(k, p);
+    expect(snapshot(k)).toEqual(snapshot(applyProgram(new Map(), one.text)));
+    // with the top-level chains present, chunks do not redeclare (flush) them
+    const again = renderRules(input, { chunkServices: 3 }, { chains: one.chains });
+    expect(again.programs[0]).not.toContain(':FLATNET-SERVICES ');
+    const t = new IptablesTracer(chunked.text, { localAddrs: node.ips });
+    expect(t.trace(tcp(POD, '10.96.0.10', 80)).endpoints).toEqual(['10.244.1.5:8080', '10.244.2.5:8080']);
+  });
+
   it('partial syncs chain correctly over many random changes', () => {
     const { services, endpoints } = fixture();
     const all = new Map(services.map((s) => [s.key, s]));
