@@ -54,11 +54,16 @@ describe('cluster teardown', () => {
   });
 
   it('removes every namespace, link, process, mount and file the cluster made', async () => {
-    s = await startCluster({ name, nodes: 2, proxyMode: 'iptables' });
+    // the routes pod network (the overlay is covered by smoke.test.ts)
+    s = await startCluster({ name, nodes: 2, proxyMode: 'iptables', podNetwork: 'routes' });
     const c = clusterHandle(s);
     const ns = await c.createNamespace('teardown');
     await c.apply(manifest(netexecPod({ name: 'p', namespace: ns, node: c.nodeNames[1]! })));
     await c.waitPodReady(`${ns}/p`, 180_000);
+    // a pod reaches the apiserver on the host through the kubernetes Service: its egress is masqueraded to the node
+    // address (without that the host would answer the pod IP through its own default route)
+    const version = await c.curl(`${ns}/p`, 'https://10.96.0.1/version', { extra: ['-k'] });
+    expect(JSON.parse(version.stdout)).toMatchObject({ major: '1' });
 
     // what exists while it runs: this is what must disappear
     const dir = clusterDir(name);
