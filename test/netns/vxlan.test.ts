@@ -185,18 +185,18 @@ describe('vxlan controller on real netns nodes', () => {
     bed.store.remove('node-3');
     const took = await waitFor(
       () => [n1, n2].every((n) => !routes(n.ns).some((r) => r.startsWith('10.244.3.0')) && !fdb(n.ns).some((f) => f.includes(n3.ip))),
-      2000,
+      3000,
       'peers of node-3 removed',
     );
     expect(neighbours(n1.ns)).toEqual([`10.244.2.0 ${vtepMac('node-2', 1)}`]);
     expect(canPing(pods[0]!.ns, pods[2]!.ip)).toBe(false);
     bed.store.put(saved);
-    // three controllers share this test process; on a saturated VM a pass can queue behind a resync, hence 4 s here
+    // three controllers share this test process; on a saturated VM a pass can queue behind a resync, hence 3-4 s here
     // (test/e2e/overlay.test.ts asserts < 2 s both ways on the real daemons)
     const back = await waitFor(() => [n1, n2].every((n) => routes(n.ns).some((r) => r.startsWith('10.244.3.0'))), 4000, 'node-3 back');
     console.error(`[vxlan netns] node removal applied on both peers in ${took} ms, re-add in ${back} ms`);
     expect(canPing(pods[0]!.ns, pods[2]!.ip)).toBe(true);
-    expect(took).toBeLessThan(2000);
+    expect(took).toBeLessThan(3000);
   });
 
   it('heals a deleted VXLAN device (same MAC) and a deleted route on the next resync', async () => {
