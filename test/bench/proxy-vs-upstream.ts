@@ -140,8 +140,7 @@ function startProxies(cluster: string, mode: string, kubeconfig: string, logDir:
     hasService: (i) => (mode === 'nftables' ? nftHas(cp, 'flatnet-proxy', 'cluster-ips', svcIP(i)) : iptHas(cp, `${svcIP(i)}/32`)),
     hasEndpoint: (i, addr) =>
       mode === 'nftables'
-        ? nsRun(cp, ['nft', 'get', 'element', 'ip', 'flatnet-proxy', 'cluster-n', `{ ${svcIP(i)} . tcp . 80 }`]) !== '' &&
-          nsRun(cp, ['nft', 'list', 'map', 'ip', 'flatnet-proxy', 'cluster-ep-tcp']).includes(`${svcIP(i)} . 80 . 0 : ${addr} . 8080`)
+        ? nsRun(cp, ['nft', 'get', 'element', 'ip', 'flatnet-proxy', 'cluster-ep-tcp', `{ ${svcIP(i)} . 80 . 0 }`]).includes(`: ${addr} . 8080`)
         : iptHas(cp, `${addr}:8080`),
     rssMB: () => rssOf(flat.pid),
   };
