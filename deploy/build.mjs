@@ -11,7 +11,7 @@
 //      postject (sentinel fuse), and the result is renamed into place (never rewritten in place: libcni
 //      could be executing it, "text file busy").
 //
-// Options: --no-strip, --no-code-cache, --no-minify, --keep-names, --no-native-lock (for measurements), --out DIR (a variant
+// Options: --no-strip, --no-code-cache, --no-minify, --keep-names, --no-native-lock, --exec-argv=JSON (for measurements), --out DIR (a variant
 // elsewhere), --quiet.
 import { execFileSync } from 'node:child_process';
 import { chmodSync, copyFileSync, existsSync, lstatSync, mkdirSync, readFileSync, realpathSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
@@ -83,6 +83,9 @@ const seaConfig = {
   useCodeCache: args.has('--no-code-cache') ? false : seaTemplate.useCodeCache,
   assets: { ...(seaTemplate.assets ?? {}), ...assets },
 };
+// --exec-argv=<json array>: bake Node options into a variant (e.g. '["--cpu-prof"]' to profile the SEA itself)
+const execArgvFlag = argv.find((a) => a.startsWith('--exec-argv='));
+if (execArgvFlag) seaConfig.execArgv = JSON.parse(execArgvFlag.slice('--exec-argv='.length));
 const seaConfigPath = join(buildDir, 'sea-config.json');
 writeFileSync(seaConfigPath, JSON.stringify(seaConfig, null, 2));
 const node = realpathSync(join(root, 'node_modules', '.bin', 'node'));
