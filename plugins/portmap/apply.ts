@@ -126,11 +126,11 @@ export class IptablesBackend {
 
   private async addFamily(ipt: Iptables, cfg: PortMapConfig, containerId: string, c: ParsedCidr): Promise<void> {
     const plan = planIptables(cfg, containerId, c);
-    let rs = await ipt.save('nat');
+    let rs = await ipt.save(); // all tables: nat, and filter for the localnet guard
     if (!hasChain(rs, 'nat', TOP_DNAT_CHAIN)) {
       // -N, never a restore declaration: that would flush other containers' entries if it appeared meanwhile
       await ipt.ensureChain('nat', TOP_DNAT_CHAIN);
-      rs = await ipt.save('nat');
+      rs = await ipt.save();
     }
     const p = new RestoreProgram();
     if (plan.setMarkRule) p.declareChain('nat', SETMARK_CHAIN).append('nat', SETMARK_CHAIN, plan.setMarkRule);
@@ -146,15 +146,12 @@ export class IptablesBackend {
     p.declareChain('nat', plan.dnatChain);
     for (const r of plan.dnatRules) p.append('nat', plan.dnatChain, r);
     for (const r of plan.entryRules) p.append('nat', TOP_DNAT_CHAIN, r);
-    await ipt.restore(p);
-    if (cfg.snat && c.family === 4) await this.guardLocalnet(ipt, await ipt.save('filter'));
-  }
-
-  /** filter/INPUT -> CNI-HOSTPORT-LOCALNET (static content, refilled each time). */
-  private async guardLocalnet(ipt: Iptables, rs: SavedRuleset): Promise<void> {
-    const p = new RestoreProgram().declareChain('filter', LOCALNET_GUARD_CHAIN).append('filter', LOCALNET_GUARD_CHAIN, LOCALNET_GUARD_RULE);
-    if (!chainRules(rs, 'filter', 'INPUT').some((r) => jumpTarget(r) === LOCALNET_GUARD_CHAIN))
-      p.insert('filter', 'INPUT', ['-j', LOCALNET_GUARD_CHAIN], 1);
+    if (cfg.snat && c.family === 4) {
+      // filter/INPUT -> CNI-HOSTPORT-LOCALNET (static content, refilled each time); see LOCALNET_GUARD_CHAIN
+      p.declareChain('filter', LOCALNET_GUARD_CHAIN).append('filter', LOCALNET_GUARD_CHAIN, LOCALNET_GUARD_RULE);
+      if (!chainRules(rs, 'filter', 'INPUT').some((r) => jumpTarget(r) === LOCALNET_GUARD_CHAIN))
+        p.insert('filter', 'INPUT', ['-j', LOCALNET_GUARD_CHAIN], 1);
+    }
     await ipt.restore(p);
   }
 
@@ -167,14 +164,17 @@ export class IptablesBackend {
     const chain = dnatChainName(network, containerId);
     for (const family of [4, 6] as const) {
       const ipt = await this.ipt(family);
+      let rs: SavedRuleset | undefined;
       try {
-        await ipt.save('nat');
+        rs = await ipt.save('nat');
       } catch (e) {
         this.env.log.warn({ family, err: String(e) }, 'portmap: cannot read iptables; nothing to delete there');
         continue;
       }
       await retryOnce(this.env, `iptables v${family} DEL`, async () => {
-        await ipt.restore(removeChains(await ipt.save('nat'), new Set([chain])));
+        const cur = rs ?? (await ipt.save('nat')); // a retry re-reads
+        rs = undefined;
+        await ipt.restore(removeChains(cur, new Set([chain])));
       });
     }
   }
