@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
-pkgs="iproute2 iptables nftables conntrack ipset ipvsadm containernetworking-plugins containerd runc iperf3 openssl jq socat psmisc util-linux curl ethtool gcc libc6-dev kmod"
+pkgs="iproute2 iptables nftables conntrack ipset ipvsadm containernetworking-plugins containerd runc iperf3 openssl jq socat psmisc util-linux curl iputils-ping ethtool gcc libc6-dev kmod"
 missing=""
 for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then

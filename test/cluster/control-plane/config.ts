@@ -9,6 +9,8 @@ export interface KubeconfigInput {
   user: string;
   certFile: string;
   keyFile: string;
+  /** bearer token instead of the client certificate */
+  token?: string;
 }
 
 export function renderKubeconfig(k: KubeconfigInput): string {
@@ -16,7 +18,7 @@ export function renderKubeconfig(k: KubeconfigInput): string {
     apiVersion: 'v1',
     kind: 'Config',
     clusters: [{ name: k.cluster, cluster: { server: k.server, 'certificate-authority': k.caFile } }],
-    users: [{ name: k.user, user: { 'client-certificate': k.certFile, 'client-key': k.keyFile } }],
+    users: [{ name: k.user, user: k.token ? { token: k.token } : { 'client-certificate': k.certFile, 'client-key': k.keyFile } }],
     contexts: [{ name: k.cluster, context: { cluster: k.cluster, user: k.user } }],
     'current-context': k.cluster,
     preferences: {},

@@ -127,6 +127,7 @@ export async function startControlPlane(s: ClusterState, runner: Runner, log: (m
   record(s, (x) => x.processes.push(kcm));
 
   await applyDaemonRbac(kubectl);
+  await useDaemonServiceAccountToken(s, kubectl, log);
   // the apiserver creates the kubernetes Service on start; make sure it has its ClusterIP before going on
   await waitFor(
     'the kubernetes Service',
@@ -139,6 +140,26 @@ export async function startControlPlane(s: ClusterState, runner: Runner, log: (m
     500,
   );
   return kubectl;
+}
+
+/**
+ * The node daemon authenticates exactly as the DaemonSet's pod would: with a token of the flatnet ServiceAccount from
+ * the TokenRequest API (the kubelet projects such a token into the pod). Falls back to the client certificate named
+ * as that ServiceAccount when the ServiceAccount does not exist (no deploy/ manifests).
+ */
+async function useDaemonServiceAccountToken(s: ClusterState, kubectl: Kubectl, log: (m: string) => void): Promise<void> {
+  const r = await kubectl.run(['-n', 'flatnet-system', 'create', 'token', 'flatnet', '--duration=48h'], { allowFail: true });
+  const token = r.stdout.trim();
+  if (r.code !== 0 || !token) {
+    log(`no ServiceAccount token for the daemon (${r.stderr.trim()}); it keeps its client certificate`);
+    return;
+  }
+  const path = kubeconfigPath(s, 'daemon');
+  writeFileSync(
+    path,
+    renderKubeconfig({ cluster: s.name, server: s.apiserverURL!, caFile: join(pkiDir(s), 'ca.crt'), user: 'flatnet', token, certFile: '', keyFile: '' }),
+    { mode: 0o600 },
+  );
 }
 
 /** The node daemon runs with the DaemonSet's RBAC (deploy/manifests), so the local cluster checks it is sufficient. */

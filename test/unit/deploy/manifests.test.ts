@@ -4,6 +4,8 @@ import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { describe, expect, it } from 'vitest';
+import { loadConfig } from '../../../proxy/config/config.ts';
+import { parseOverlayConfig } from '../../../plugins/vxlan/controller/config.ts';
 
 const root = join(import.meta.dirname, '../../..');
 type Obj = Record<string, unknown> & { kind?: string; metadata?: { name?: string; namespace?: string } };
@@ -25,9 +27,11 @@ const get = (o: unknown, path: string): any => path.split('.').reduce<unknown>((
 function configMapFiles(rel = 'deploy/manifests/config.yaml') {
   const cm = docs(rel).find((d) => d.kind === 'ConfigMap')!;
   const data = cm.data as Record<string, string>;
+  const proxy = docs2(data['config.yaml']!);
   return {
-    proxy: docs2(data['config.yaml']!),
-    overlay: docs2(data['overlay.yaml']!),
+    text: data['config.yaml']!,
+    proxy,
+    overlay: proxy.overlay as Obj,
     conflist: JSON.parse(data['cni-conflist.json']!) as { name: string; cniVersion: string; plugins: { type: string }[] },
   };
 }
@@ -116,4 +120,23 @@ describe('deploy/ manifests', () => {
     expect(overlay.port).toBe(8472);
     expect(overlay.vni).toBe(1);
   });
+
+  for (const rel of ['deploy/manifests/config.yaml', 'deploy/overlays/ipv6/config.yaml', 'deploy/overlays/dual/config.yaml']) {
+    it(`${rel}: the daemon accepts the shipped config with the DaemonSet's flags`, () => {
+      const { text } = configMapFiles(rel);
+      const ds = find('DaemonSet');
+      const args = (get(ds, 'spec.template.spec.containers')[0].args as string[]).map((a) => a.replace('$(NODE_NAME)', 'node-a'));
+      const { config } = loadConfig(args, (p) => {
+        expect(p).toBe('/etc/flatnet/config.yaml');
+        return text;
+      });
+      expect(config.mode).toBe('iptables');
+      expect(config.hostnameOverride).toBe('node-a');
+      expect(config.overlay).toBe('vxlan');
+      const overlay = parseOverlayConfig(config.overlayConfig, 'node-a');
+      expect(overlay.port).toBe(8472);
+      expect(overlay.vni).toBe(1);
+      expect(overlay.clusterCIDRs.join(',')).toBe(config.clusterCIDRs.join(','));
+    });
+  }
 });
