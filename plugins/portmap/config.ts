@@ -54,6 +54,22 @@ function port(v: unknown, what: string): number {
   return v;
 }
 
+const MAPPING_KEYS = ['hostPort', 'containerPort', 'protocol', 'hostIP'] as const;
+
+/**
+ * Runtimes built on Go (containerd 1.6's go-cni) send the mapping's keys as Go field names ("HostPort", "HostIP"),
+ * and the reference plugin accepts them because Go's JSON decoding ignores case. Match keys the same way.
+ */
+function foldKeys(m: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(m)) {
+    const known = MAPPING_KEYS.find((x) => x.toLowerCase() === k.toLowerCase());
+    // an exact-case key wins over a differently cased duplicate, as in Go
+    if (known && (out[known] === undefined || k === known)) out[known] = v;
+  }
+  return out;
+}
+
 /** Parse runtimeConfig.portMappings. */
 export function parseMappings(raw: unknown): Mapping[] {
   if (raw === undefined || raw === null) return [];
@@ -62,7 +78,7 @@ export function parseMappings(raw: unknown): Mapping[] {
   const seen = new Set<string>();
   for (const [i, e] of raw.entries()) {
     if (typeof e !== 'object' || e === null) throw bad(`portMappings[${i}] must be an object`);
-    const m = e as Record<string, unknown>;
+    const m = foldKeys(e as Record<string, unknown>);
     const hostPort = port(m.hostPort, `portMappings[${i}].hostPort`);
     const containerPort = port(m.containerPort, `portMappings[${i}].containerPort`);
     const proto = m.protocol === undefined || m.protocol === '' ? 'tcp' : m.protocol;

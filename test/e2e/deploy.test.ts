@@ -33,32 +33,36 @@ describe('deploy/ on the local cluster', () => {
     expect(readFileSync(join(deployDir, 'flatnet.yaml'), 'utf8')).toBe(rendered);
   });
 
-  const allowed: [string, string, string?][] = [
+  // [verb, resource, namespace (default: all), subresource]
+  type Check = [string, string, string?, string?];
+  const canI = (verb: string, res: string, ns?: string, sub?: string) =>
+    c.kubectlResult(['auth', 'can-i', verb, res, '--as', SA, ...(ns ? ['-n', ns] : ['--all-namespaces']), ...(sub ? [`--subresource=${sub}`] : [])]);
+  const allowed: Check[] = [
     ['get', 'services'], ['list', 'services'], ['watch', 'services'],
     ['get', 'endpointslices.discovery.k8s.io'], ['list', 'endpointslices.discovery.k8s.io'], ['watch', 'endpointslices.discovery.k8s.io'],
     ['get', 'nodes'], ['list', 'nodes'], ['watch', 'nodes'], ['patch', 'nodes'],
     ['create', 'events'], ['create', 'events.events.k8s.io'],
   ];
-  const denied: [string, string, string?][] = [
+  const denied: Check[] = [
     ['get', 'secrets'], ['list', 'secrets', 'kube-system'], ['list', 'pods'], ['create', 'pods'],
-    ['create', 'services'], ['update', 'services'], ['delete', 'services'], ['patch', 'services/status'],
+    ['create', 'services'], ['update', 'services'], ['delete', 'services'], ['patch', 'services', undefined, 'status'],
     ['update', 'endpointslices.discovery.k8s.io'], ['create', 'endpointslices.discovery.k8s.io'],
-    ['list', 'endpoints'], ['delete', 'nodes'], ['create', 'nodes'], ['update', 'nodes'], ['patch', 'nodes/status'],
-    ['list', 'configmaps'], ['create', 'serviceaccounts/token'], ['list', 'networkpolicies.networking.k8s.io'],
+    ['list', 'endpoints'], ['delete', 'nodes'], ['create', 'nodes'], ['update', 'nodes'], ['patch', 'nodes', undefined, 'status'], ['update', 'nodes', undefined, 'status'],
+    ['list', 'configmaps'], ['create', 'serviceaccounts', 'flatnet-system', 'token'], ['list', 'networkpolicies.networking.k8s.io'],
     ['impersonate', 'users'], ['escalate', 'clusterroles.rbac.authorization.k8s.io'], ['*', '*'],
   ];
 
   it('RBAC: everything the daemon needs is allowed', async () => {
-    for (const [verb, res, ns] of allowed) {
-      const r = await c.kubectlResult(['auth', 'can-i', verb, res, '--as', SA, ...(ns ? ['-n', ns] : ['--all-namespaces'])]);
+    for (const [verb, res, ns, sub] of allowed) {
+      const r = await canI(verb, res, ns, sub);
       expect(`${verb} ${res}: ${r.stdout.trim()}`).toBe(`${verb} ${res}: yes`);
     }
   });
 
   it('RBAC: nothing else is', async () => {
-    for (const [verb, res, ns] of denied) {
-      const r = await c.kubectlResult(['auth', 'can-i', verb, res, '--as', SA, ...(ns ? ['-n', ns] : ['--all-namespaces'])]);
-      expect(`${verb} ${res}: ${r.stdout.trim()}`).toBe(`${verb} ${res}: no`);
+    for (const [verb, res, ns, sub] of denied) {
+      const r = await canI(verb, res, ns, sub);
+      expect(`${verb} ${res}${sub ? '/' + sub : ''}: ${r.stdout.trim()}`).toBe(`${verb} ${res}${sub ? '/' + sub : ''}: no`);
     }
   });
 

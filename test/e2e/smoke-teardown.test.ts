@@ -91,7 +91,7 @@ describe('cluster teardown', () => {
     // independent checks
     expectMachineClean(name, new Set([...nodeNetns, podNetnsPath]));
     expect(shimSockets.filter((p) => existsSync(p))).toEqual([]);
-  });
+  }, 600_000);
 
   it('cleans up after `up` was killed half-way (from the state record plus scans)', async () => {
     cli = spawn(NODE24, [join(REPO_ROOT, 'test', 'cluster', 'cli.ts'), 'up', '--name', crashed, '--nodes', '2', '--proxy-mode', 'iptables'], {

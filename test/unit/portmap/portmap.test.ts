@@ -67,6 +67,17 @@ describe('parseConfig', () => {
     ]);
   });
 
+  it("accepts containerd 1.6's Go-cased keys (HostPort, ContainerPort, Protocol, HostIP) like the reference", () => {
+    const m = parseMappings([
+      { HostPort: 18080, ContainerPort: 8080, Protocol: 'tcp', HostIP: '' },
+      { HostPort: 18081, ContainerPort: 8081, Protocol: 'UDP', HostIP: '10.0.0.1' },
+    ]);
+    expect(m).toEqual([
+      { hostPort: 18080, containerPort: 8080, protocol: 'tcp', families: [4, 6] },
+      { hostPort: 18081, containerPort: 8081, protocol: 'udp', hostIP: '10.0.0.1', families: [4] },
+    ]);
+  });
+
   it('accepts the same hostPort on different hostIPs and protocols', () => {
     const m = parseMappings([
       { hostPort: 54321, containerPort: 80, protocol: 'TCP', hostIP: '10.0.0.1' },
