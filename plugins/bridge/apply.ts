@@ -225,9 +225,13 @@ export async function bridgeAdd(ctx: InvocationContext, deps: BridgeDeps): Promi
       undo.push(() => masqTeardown(runner, cfg, env.containerId, env.ifname, fams));
       steps.push(...masqSteps(cfg, env.containerId, env.ifname, plan.masqIps));
     }
-    const hr = await runner.run(['sh', '-c', shSequence(steps.map((x) => x.step))], { allowFail: true });
+    // a single step runs as is; several run in one sh
+    const only = steps.length === 1 ? steps[0]!.step : undefined;
+    const hr = only
+      ? await runner.run(only.argv, { input: only.input, allowFail: true })
+      : await runner.run(['sh', '-c', shSequence(steps.map((x) => x.step))], { allowFail: true });
     if (hr.code !== 0) {
-      const failed = steps[hr.code - SH_STEP_EXIT_BASE];
+      const failed = only ? steps[0] : steps[hr.code - SH_STEP_EXIT_BASE];
       throw kernelError(`failed to set up ${failed?.label ?? 'the host side'}`, new CommandError(['sh'], hr.code, hr.stderr));
     }
     await pause('after-host');

@@ -187,8 +187,9 @@ export function planContainer(inp: ContainerInput): ContainerPlan {
 
   const cb = new IpBatch();
   const lines = ['set -e'];
+  // CNI_IFNAME already there? /proc/net/dev lists this netns's devices; shell builtins only (no process)
   lines.push(
-    `if ip link show dev ${shq(ifname)} >/dev/null 2>&1; then echo ${shq(`container veth name provided (${ifname}) already exists`)} >&2; exit ${EXIT_IFNAME_EXISTS}; fi`,
+    `while IFS=: read -r n _; do n=\${n##* }; if [ "$n" = ${shq(ifname)} ]; then echo ${shq(`container veth name provided (${ifname}) already exists`)} >&2; exit ${EXIT_IFNAME_EXISTS}; fi; done < /proc/net/dev`,
   );
   const veth = vethAddArgs({ name: ifname, peer: hostVeth, mac: containerMac, peerMac: hostVethMac, mtu: cfg.mtu || undefined, peerNetns: inp.hostPid });
   lines.push(`ip ${veth.join(' ')} || exit ${EXIT_VETH_FAILED}`);

@@ -96,7 +96,8 @@ describe('bridgeAdd', () => {
 
   it('rolls everything back when the host program fails: container link, bridge it created, IPAM', async () => {
     const r = new FakeRunner();
-    r.failOn = (a) => (a[0] === 'sh' && a[2]?.startsWith(`'ip' '-batch'`) ? { code: 100, stdout: '', stderr: 'RTNETLINK answers: boom' } : undefined);
+    // a single host step (no masquerade) runs without a shell
+    r.failOn = (a) => (a.join(' ') === 'ip -batch -' ? { code: 2, stdout: '', stderr: 'RTNETLINK answers: boom' } : undefined);
     const { ctx: c, ipam } = ctx({ ipMasq: false });
     const err = await bridgeAdd(c, deps(r)).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(CniError);
