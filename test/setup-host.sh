@@ -3,7 +3,7 @@
 #  1. Debian packages: iproute2, iptables, nftables, conntrack, ipset, ipvsadm, the reference CNI plugins,
 #     containerd + runc, iperf3, openssl, socat, jq, ethtool, gcc (for the static pause binary);
 #  2. the real Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager, kubectl, kube-proxy, crictl),
-#     built from the Go module proxy and cached in /var/cache/flatnet keyed by version;
+#     built from the Go module proxy and cached in /var/cache/flatnet keyed by version, and cnitool likewise;
 #  3. the CNI plugin binaries (npm run build -> dist/bin).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,5 +18,7 @@ if [ -n "$missing" ]; then
 fi
 echo "[setup] control plane"
 bash test/cluster/build-control-plane.sh
+echo "[setup] cnitool (the libcni invoker the side-by-side suite drives)"
+bash test/helpers/build-cnitool.sh >/dev/null
 echo "[setup] CNI plugins"
 npm run -s build
