@@ -1,4 +1,5 @@
 import { defineConfig } from 'vitest/config';
+import { TierSequencer } from './test/e2e/sequencer.ts';
 
 // Tiers: test/unit (pure), test/netns (real kernel, root), test/e2e (local cluster).
 // The netns and e2e tiers touch shared kernel state, so files run one at a time there.
@@ -10,5 +11,6 @@ export default defineConfig({
     pool: 'forks',
     // the e2e tier's per-run cluster: named here, brought up by the first useCluster(), torn down at the end
     globalSetup: ['test/e2e/setup.ts'],
+    sequence: { sequencer: TierSequencer },
   },
 });

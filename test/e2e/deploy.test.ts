@@ -12,7 +12,7 @@ const SA = 'system:serviceaccount:flatnet-system:flatnet';
 describe('deploy/ on the local cluster', () => {
   let c: Cluster;
   beforeAll(async () => {
-    c = await useCluster({ nodes: 3, proxyMode: (process.env.FLATNET_PROXY_MODE as 'iptables' | undefined) ?? 'iptables' });
+    c = await useCluster({ nodes: 3 });
   });
 
   it('applies with a server-side dry-run, then for real', async () => {

@@ -57,9 +57,10 @@ async function withLock<T>(name: string, fn: () => Promise<T>): Promise<T> {
 export async function useCluster(o: UseClusterOptions = {}): Promise<Cluster> {
   const name = clusterName();
   const wantNodes = Math.max(o.nodes ?? 3, 3);
-  const wantMode = o.proxyMode ?? 'iptables';
   const s = await withLock(name, async () => {
     const cur = loadState(name);
+    // a file that names no proxy mode takes the running cluster's (flatnet's daemon in any mode serves it)
+    const wantMode = o.proxyMode ?? (cur && cur.options.proxyMode !== 'none' ? cur.options.proxyMode : 'iptables');
     if (
       cur &&
       clusterAlive(cur) &&
