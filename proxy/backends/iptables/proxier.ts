@@ -47,7 +47,7 @@ export class IptablesProxier implements ProxyBackend {
   private iptMode: IptablesMode | undefined;
   /** stats of the last sync per family */
   readonly lastStats = new Map<IpFamily, SyncStats>();
-  /** text of the last program per family (debugging, tests) */
+  /** text of the last program per family, when under 1 MiB (debugging, tests; big full syncs are not kept) */
   readonly lastProgram = new Map<IpFamily, string>();
 
   constructor(opts: IptablesProxierOptions) {
@@ -129,7 +129,8 @@ export class IptablesProxier implements ProxyBackend {
     }
     const insertJumps = full ? (this.missingJumps.get(family) ?? []) : [];
     const res: RenderResult = renderRules({ ...input, full }, this.opts, { chains: existing, top: this.topRules.get(family), insertJumps });
-    this.lastProgram.set(family, res.text);
+    if (res.text.length < 1 << 20) this.lastProgram.set(family, res.text);
+    else this.lastProgram.delete(family);
     const t0 = performance.now();
     try {
       for (const prog of res.programs) await ipt.restore(prog);
