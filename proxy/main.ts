@@ -63,8 +63,16 @@ async function localAddresses(runner: Runner): Promise<string[]> {
   }
 }
 
-async function cleanupAll(runner: Runner, log: Log): Promise<void> {
+async function cleanupAll(cfg: DaemonConfig, nodeName: string, runner: Runner, log: Log): Promise<void> {
   await new IptablesProxier({ runner, log }).cleanup();
+  // the overlay's device, peers, masquerade table and subnet file
+  type OverlayCleanup = { cleanupOverlay(o: { nodeName: string; log: Log; config: Record<string, unknown>; runner?: Runner }): Promise<void> };
+  try {
+    const ov = await importOptional<OverlayCleanup>('../plugins/vxlan/controller/index.ts');
+    if (ov) await ov.cleanupOverlay({ nodeName, log, runner, config: { clusterCIDRs: cfg.clusterCIDRs, ...cfg.overlayConfig } });
+  } catch (err) {
+    log.warn({ err: String(err) }, 'cleanup of the overlay failed');
+  }
   for (const rel of ['./backends/nftables/index.ts', './backends/ipvs/index.ts']) {
     try {
       const mod = await importOptional<BackendModule>(rel);
@@ -94,7 +102,7 @@ async function main(argv: string[]): Promise<number> {
   const runner = new ExecRunner();
 
   if (cfg.cleanup) {
-    await cleanupAll(runner, log);
+    await cleanupAll(cfg, nodeName, runner, log);
     log.info({}, 'cleanup done');
     return 0;
   }
