@@ -1,0 +1,97 @@
+// npm run bench:plot — renders the kept benchmark results (test/bench/results/*.json) as SVG bar charts beside them.
+// Dependency-free: grouped horizontal bars, ours vs the reference, one chart per results file.
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+const dir = join(import.meta.dirname, 'results');
+
+interface Bar {
+  label: string;
+  series: { name: string; value: number }[];
+}
+
+const COLORS = ['#2b6cb0', '#c05621', '#2f855a', '#6b46c1'];
+
+function esc(s: string): string {
+  return s.replace(/&/g, '&amp;').replace(/</g, '&lt;');
+}
+
+export function barChart(title: string, unit: string, bars: Bar[]): string {
+  const names = [...new Set(bars.flatMap((b) => b.series.map((s) => s.name)))];
+  const max = Math.max(1e-9, ...bars.flatMap((b) => b.series.map((s) => s.value)));
+  const rowH = 16;
+  const labelW = 230;
+  const plotW = 420;
+  const groupH = names.length * rowH + 10;
+  const top = 46;
+  const h = top + bars.length * groupH + 20;
+  const out: string[] = [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${labelW + plotW + 120}" height="${h}" font-family="sans-serif" font-size="11">`,
+    `<rect width="100%" height="100%" fill="white"/>`,
+    `<text x="8" y="18" font-size="14" font-weight="bold">${esc(title)}</text>`,
+  ];
+  names.forEach((n, i) => {
+    out.push(`<rect x="${8 + i * 150}" y="28" width="10" height="10" fill="${COLORS[i % COLORS.length]}"/>`);
+    out.push(`<text x="${22 + i * 150}" y="37">${esc(n)}</text>`);
+  });
+  bars.forEach((b, gi) => {
+    const y0 = top + gi * groupH;
+    out.push(`<text x="8" y="${y0 + groupH / 2}" dominant-baseline="middle">${esc(b.label)}</text>`);
+    names.forEach((n, si) => {
+      const v = b.series.find((s) => s.name === n)?.value;
+      if (v === undefined) return;
+      const w = Math.max(1, (v / max) * plotW);
+      const y = y0 + si * rowH;
+      out.push(`<rect x="${labelW}" y="${y}" width="${w.toFixed(1)}" height="${rowH - 3}" fill="${COLORS[si % COLORS.length]}"/>`);
+      out.push(`<text x="${labelW + w + 4}" y="${y + rowH / 2}" dominant-baseline="middle">${v.toFixed(v < 10 ? 2 : 0)} ${unit}</text>`);
+    });
+  });
+  out.push('</svg>');
+  return out.join('\n') + '\n';
+}
+
+function readJson<T>(name: string): T | undefined {
+  const p = join(dir, name);
+  return existsSync(p) ? (JSON.parse(readFileSync(p, 'utf8')) as T) : undefined;
+}
+
+interface CniJson {
+  meta: { date: string };
+  results: { group: string; impl: string; sequential: { median: number }; cpu?: { median: number } }[];
+}
+const cni = readJson<CniJson>('cni.json');
+if (cni) {
+  const groups = [...new Set(cni.results.map((r) => r.group))];
+  const bars = groups.map((g) => ({
+    label: g,
+    series: cni.results
+      .filter((r) => r.group === g)
+      .map((r) => ({ name: r.impl === 'floor' ? 'ours (bare start)' : r.impl === 'reference' ? 'reference (Go)' : 'ours', value: r.sequential.median })),
+  }));
+  writeFileSync(join(dir, 'cni.svg'), barChart(`bench:cni, sequential medians (${cni.meta.date.slice(0, 10)})`, 'ms', bars));
+}
+
+interface ProxyRow {
+  impl: string;
+  mode?: string;
+  services: number;
+  initialSyncMs: number;
+  changeLatencyP50Ms: number;
+  changeLatencyP99Ms: number;
+  rssMB: number;
+}
+for (const f of ['proxy-vs-upstream-nftables.json', 'proxy-vs-upstream-iptables.json', 'proxy.json']) {
+  const j = readJson<{ rows?: ProxyRow[] }>(f);
+  const rows = j?.rows;
+  if (!rows?.length) continue;
+  const name = (r: ProxyRow) => `${r.impl}${r.mode ? ` (${r.mode})` : ''}`;
+  const bars: Bar[] = [];
+  for (const n of [...new Set(rows.map((r) => r.services))]) {
+    const at = rows.filter((r) => r.services === n);
+    bars.push({ label: `${n} svc: initial sync (s)`, series: at.map((r) => ({ name: name(r), value: r.initialSyncMs / 1000 })) });
+    bars.push({ label: `${n} svc: change p50 (s)`, series: at.map((r) => ({ name: name(r), value: r.changeLatencyP50Ms / 1000 })) });
+    bars.push({ label: `${n} svc: change p99 (s)`, series: at.map((r) => ({ name: name(r), value: r.changeLatencyP99Ms / 1000 })) });
+    bars.push({ label: `${n} svc: RSS (100 MB)`, series: at.map((r) => ({ name: name(r), value: r.rssMB / 100 })) });
+  }
+  writeFileSync(join(dir, f.replace('.json', '.svg')), barChart(f.replace('.json', ''), '', bars));
+}
