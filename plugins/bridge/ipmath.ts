@@ -1,4 +1,5 @@
 // Just enough IP arithmetic for the bridge plugin (BigInt based, IPv4 and IPv6). Pure.
+import { formatIP } from '../../lib/net/ip.ts';
 
 export interface Cidr {
   family: 4 | 6;
@@ -69,28 +70,7 @@ function mask(f: 4 | 6, prefix: number): bigint {
 }
 
 export function formatIp(family: 4 | 6, v: bigint): string {
-  if (family === 4) return [24n, 16n, 8n, 0n].map((s) => String((v >> s) & 255n)).join('.');
-  const groups: number[] = [];
-  for (let i = 7; i >= 0; i--) groups.push(Number((v >> BigInt(i * 16)) & 0xffffn));
-  // RFC 5952: compress the longest run (>= 2) of zero groups, first one on ties.
-  let best = -1;
-  let bestLen = 0;
-  for (let i = 0; i < 8; ) {
-    if (groups[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && groups[j] === 0) j++;
-    if (j - i > bestLen && j - i >= 2) {
-      best = i;
-      bestLen = j - i;
-    }
-    i = j;
-  }
-  const hex = groups.map((g) => g.toString(16));
-  if (best < 0) return hex.join(':');
-  return hex.slice(0, best).join(':') + '::' + hex.slice(best + bestLen).join(':');
+  return formatIP({ family, value: v });
 }
 
 /** Canonical text of an IP (v6 compressed), or the input when it does not parse. */

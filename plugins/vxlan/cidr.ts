@@ -1,5 +1,6 @@
-// Small IP/CIDR helpers for the overlay (kept local so the plugin does not depend on code still being written).
+// Small IP/CIDR helpers for the overlay (text formatting comes from lib/net).
 import { isIPv4, isIPv6 } from 'node:net';
+import { formatIP } from '../../lib/net/ip.ts';
 
 export type Family = 4 | 6;
 
@@ -38,32 +39,7 @@ export function ipToBigInt(ip: string): bigint {
 }
 
 export function bigIntToIp(v: bigint, family: Family): string {
-  if (family === 4) {
-    return [24n, 16n, 8n, 0n].map((s) => String((v >> s) & 0xffn)).join('.');
-  }
-  const groups: number[] = [];
-  for (let i = 7; i >= 0; i--) groups.push(Number((v >> BigInt(i * 16)) & 0xffffn));
-  // compress the longest run of zero groups (length >= 2)
-  let bestStart = -1;
-  let bestLen = 0;
-  for (let i = 0; i < 8; ) {
-    if (groups[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && groups[j] === 0) j++;
-    if (j - i > bestLen && j - i >= 2) {
-      bestStart = i;
-      bestLen = j - i;
-    }
-    i = j;
-  }
-  const hex = groups.map((g) => g.toString(16));
-  if (bestStart < 0) return hex.join(':');
-  const left = hex.slice(0, bestStart).join(':');
-  const right = hex.slice(bestStart + bestLen).join(':');
-  return `${left}::${right}`;
+  return formatIP({ family, value: v });
 }
 
 export function parseCidr(text: string): Cidr {
