@@ -80,7 +80,7 @@ interface ProxyRow {
   changeLatencyP99Ms: number;
   rssMB: number;
 }
-for (const f of ['proxy-vs-upstream-nftables.json', 'proxy-vs-upstream-iptables.json', 'proxy.json']) {
+for (const f of ['proxy-nftables.json', 'proxy-vs-upstream-nftables.json', 'proxy-vs-upstream-iptables.json', 'proxy.json']) {
   const j = readJson<{ rows?: ProxyRow[] }>(f);
   const rows = j?.rows;
   if (!rows?.length) continue;
