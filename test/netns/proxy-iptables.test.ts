@@ -10,6 +10,7 @@ import { planServices } from '../../proxy/model/plan.ts';
 import type { Endpoint, NodeInfo, ProxyConfigView, ServicePlan, ServicePort } from '../../proxy/model/types.ts';
 import { createNetns, removeNetnsWithPrefix, type TestNetns } from '../helpers/netns.ts';
 import { runPrefix } from '../helpers/prefix.ts';
+import { servicePort } from '../helpers/proxy-fixtures.ts';
 
 const prefix = runPrefix();
 const chainPrefix = prefix.toUpperCase();
@@ -43,25 +44,7 @@ const config: ProxyConfigView = {
 const node: NodeInfo = { name: 'n1', ips: ['192.168.77.1'], podCIDRs: ['10.244.1.0/24'] };
 
 function sp(name: string, over: Partial<ServicePort>): ServicePort {
-  const protocol = over.protocol ?? 'TCP';
-  return {
-    key: `t/${name}:/${protocol}/v4`,
-    namespace: 't',
-    name,
-    portName: '',
-    protocol,
-    family: 4,
-    clusterIP: '10.96.0.1',
-    port: 80,
-    nodePort: 0,
-    externalIPs: [],
-    loadBalancerIPs: [],
-    loadBalancerSourceRanges: [],
-    externalTrafficPolicyLocal: false,
-    internalTrafficPolicyLocal: false,
-    healthCheckNodePort: 0,
-    ...over,
-  };
+  return servicePort({ namespace: 't', clusterIP: '10.96.0.1', name, ...over });
 }
 const ep = (ip: string, port: number): Endpoint => ({ ip, port, ready: true, serving: true, terminating: false, nodeName: 'n2', isLocal: false });
 

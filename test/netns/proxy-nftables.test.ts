@@ -20,6 +20,7 @@ import type { Runner, RunOptions, RunResult } from '../../lib/exec/runner.ts';
 import { createBackend, NftablesProxier } from '../../proxy/backends/nftables/index.ts';
 import type { Endpoint, ProxyConfigView, ServicePlan, ServicePort, SyncInput } from '../../proxy/model/types.ts';
 import { planServicePort } from '../../proxy/model/plan.ts';
+import { servicePort } from '../helpers/proxy-fixtures.ts';
 
 const NODE = resolve('node_modules/.bin/node');
 
@@ -198,25 +199,7 @@ class RecordingRunner implements Runner {
 }
 
 function svcPort(name: string, over: Partial<ServicePort>): ServicePort {
-  const protocol = over.protocol ?? 'TCP';
-  return {
-    key: `default/${name}:p/${protocol}/v4`,
-    namespace: 'default',
-    name,
-    portName: 'p',
-    protocol,
-    family: 4,
-    clusterIP: '10.96.0.10',
-    port: 80,
-    nodePort: 0,
-    externalIPs: [],
-    loadBalancerIPs: [],
-    loadBalancerSourceRanges: [],
-    externalTrafficPolicyLocal: false,
-    internalTrafficPolicyLocal: false,
-    healthCheckNodePort: 0,
-    ...over,
-  };
+  return servicePort({ portName: 'p', name, ...over });
 }
 
 const nodeInfo = { name: 'node-a', ips: ['192.168.77.1'], podCIDRs: ['10.244.1.0/24'] };

@@ -3,6 +3,7 @@ import { planServices } from '../../../proxy/model/plan.ts';
 import type { Endpoint, NodeInfo, ProxyConfigView, ServicePort, SyncInput } from '../../../proxy/model/types.ts';
 import { endpointChain, renderRules, serviceChains, topNames } from '../../../proxy/backends/iptables/rules.ts';
 import { IptablesTracer, type Packet } from '../../helpers/tracer-iptables.ts';
+import { servicePort } from '../../helpers/proxy-fixtures.ts';
 
 const node: NodeInfo = { name: 'n1', ips: ['192.168.0.1'], podCIDRs: ['10.244.1.0/24'], zone: 'za' };
 const baseConfig: ProxyConfigView = {
@@ -14,27 +15,7 @@ const baseConfig: ProxyConfigView = {
 };
 
 function sp(name: string, over: Partial<ServicePort> = {}): ServicePort {
-  const protocol = over.protocol ?? 'TCP';
-  const portName = over.portName ?? '';
-  const family = over.family ?? 4;
-  return {
-    key: `ns/${name}:${portName}/${protocol}/v${family}`,
-    namespace: 'ns',
-    name,
-    portName,
-    protocol,
-    family,
-    clusterIP: '10.96.0.1',
-    port: 80,
-    nodePort: 0,
-    externalIPs: [],
-    loadBalancerIPs: [],
-    loadBalancerSourceRanges: [],
-    externalTrafficPolicyLocal: false,
-    internalTrafficPolicyLocal: false,
-    healthCheckNodePort: 0,
-    ...over,
-  };
+  return servicePort({ namespace: 'ns', clusterIP: '10.96.0.1', name, ...over });
 }
 
 function ep(ip: string, nodeName: string, port = 8080, over: Partial<Endpoint> = {}): Endpoint {

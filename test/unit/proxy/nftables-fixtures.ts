@@ -1,28 +1,9 @@
 // Shared fixtures for the nftables/ipvs backend tests: small builders for ServicePorts, endpoints and plans.
 import type { Endpoint, NodeInfo, ProxyConfigView, ServicePlan, ServicePort, SyncInput } from '../../../proxy/model/types.ts';
+import { servicePort } from '../../helpers/proxy-fixtures.ts';
 
 export function svc(name: string, over: Partial<ServicePort> = {}): ServicePort {
-  const protocol = over.protocol ?? 'TCP';
-  const portName = over.portName ?? 'p';
-  const family = over.family ?? 4;
-  return {
-    key: `default/${name}:${portName}/${protocol}/v${family}`,
-    namespace: 'default',
-    name,
-    portName,
-    protocol,
-    family,
-    clusterIP: '10.96.0.10',
-    port: 80,
-    nodePort: 0,
-    externalIPs: [],
-    loadBalancerIPs: [],
-    loadBalancerSourceRanges: [],
-    externalTrafficPolicyLocal: false,
-    internalTrafficPolicyLocal: false,
-    healthCheckNodePort: 0,
-    ...over,
-  };
+  return servicePort({ portName: 'p', name, ...over });
 }
 
 export function ep(ip: string, port = 8080, over: Partial<Endpoint> = {}): Endpoint {

@@ -1,28 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import { externalEndpoints, planServicePort, planServices, topologyMode } from '../../../proxy/model/plan.ts';
 import type { Endpoint, NodeInfo, ServicePort } from '../../../proxy/model/types.ts';
+import { servicePort } from '../../helpers/proxy-fixtures.ts';
 
 const node: NodeInfo = { name: 'n1', ips: ['192.168.0.1'], zone: 'za', podCIDRs: ['10.244.1.0/24'] };
 
 function svc(over: Partial<ServicePort> = {}): ServicePort {
-  return {
-    key: 'ns/s:http/TCP/v4',
-    namespace: 'ns',
-    name: 's',
-    portName: 'http',
-    protocol: 'TCP',
-    family: 4,
-    clusterIP: '10.96.0.10',
-    port: 80,
-    nodePort: 0,
-    externalIPs: [],
-    loadBalancerIPs: [],
-    loadBalancerSourceRanges: [],
-    externalTrafficPolicyLocal: false,
-    internalTrafficPolicyLocal: false,
-    healthCheckNodePort: 0,
-    ...over,
-  };
+  return servicePort({ key: 'ns/s:http/TCP/v4', namespace: 'ns', name: 's', portName: 'http', ...over });
 }
 
 function ep(ip: string, nodeName: string, over: Partial<Endpoint> = {}): Endpoint {
