@@ -21,6 +21,7 @@ import { spawn } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { killPids } from '../control-plane/proc.ts';
 import { killOrphans } from './workload.ts';
 
 export interface AgentOptions {
@@ -98,13 +99,7 @@ export async function startAgent(opts: AgentOptions): Promise<AgentHandle> {
     if (stopped) return;
     stopped = true;
     if (!alive(pid)) return void (await killOrphans(stateDir));
-    process.kill(pid, 'SIGTERM');
-    const end = Date.now() + 20_000;
-    while (Date.now() < end && alive(pid) && !exited) await sleep(50);
-    if (alive(pid) && !exited) {
-      process.kill(pid, 'SIGKILL');
-      for (let i = 0; i < 100 && alive(pid); i++) await sleep(50);
-    }
+    await killPids([pid], 20_000);
     // workloads of an agent that did not get to stop them (SIGKILL) are found by their pid files + env marker
     await killOrphans(stateDir);
   };

@@ -7,6 +7,7 @@ import { join, resolve } from 'node:path';
 import { ExecRunner } from '../../../lib/exec/exec.ts';
 import { CriClient } from '../cri/client.ts';
 import { ensurePauseImageTar, PAUSE_IMAGE } from './pause.ts';
+import { killPids } from '../control-plane/proc.ts';
 
 export interface ContainerdOptions {
   /** instance name, used for the socket fallback directory and logs */
@@ -196,27 +197,6 @@ function mountsUnder(dir: string): string[] {
   return out.sort((a, b) => b.length - a.length);
 }
 
-async function killAndWait(pids: number[], graceMs: number): Promise<void> {
-  for (const p of pids) {
-    try {
-      process.kill(p, 'SIGTERM');
-    } catch {
-      /* gone */
-    }
-  }
-  const end = Date.now() + graceMs;
-  while (Date.now() < end && pids.some(alive)) await sleep(50);
-  for (const p of pids.filter(alive)) {
-    try {
-      process.kill(p, 'SIGKILL');
-    } catch {
-      /* gone */
-    }
-  }
-  const end2 = Date.now() + 5000;
-  while (Date.now() < end2 && pids.some(alive)) await sleep(50);
-}
-
 export async function startContainerd(opts: ContainerdOptions): Promise<ContainerdInstance> {
   const stateDir = resolve(opts.stateDir);
   mkdirSync(stateDir, { recursive: true });
@@ -277,8 +257,8 @@ export async function startContainerd(opts: ContainerdOptions): Promise<Containe
     }
     const shims = findShims(grpc);
     const contained = [...descendants(shims), ...processesRootedUnder(stateDir)];
-    await killAndWait([pid], 10_000);
-    await killAndWait([...new Set([...contained, ...shims, ...descendants(shims)])], 2000);
+    await killPids([pid], 10_000);
+    await killPids([...new Set([...contained, ...shims, ...descendants(shims)])], 2000);
     const runner = new ExecRunner();
     for (const m of mountsUnder(stateDir)) {
       const r = await runner.run(['umount', m], { allowFail: true });
