@@ -1,83 +1,68 @@
-// NodeSource backed by the Kubernetes API: list+watch Nodes with an informer, merge-patch our annotations.
-import {
-  CoreV1Api,
-  KubeConfig,
-  makeInformer,
-  PatchStrategy,
-  setHeaderOptions,
-  type Informer,
-  type ObjectCache,
-  type V1Node,
-} from '@kubernetes/client-node';
+// NodeSource backed by the Kubernetes API (lib/kube): list+watch Nodes, keep the converted OverlayNodes in a Map,
+// merge-patch our annotations.
+import type { V1Node } from '@kubernetes/client-node';
 import type { Logger } from '../../../lib/cni/types.ts';
-import { toOverlayNode, type NodeSource, type OverlayNode } from './node.ts';
+import { KubeClient } from '../../../lib/kube/client.ts';
+import { loadKubeConfig } from '../../../lib/kube/config.ts';
+import { ListWatcher, type KubeObject } from '../../../lib/kube/watch.ts';
+import { toOverlayNode, type NodeLike, type NodeSource, type OverlayNode } from './node.ts';
+
+type NodeObject = V1Node & KubeObject;
 
 export class KubeNodeSource implements NodeSource {
-  private readonly api: CoreV1Api;
-  private readonly informer: Informer<V1Node> & ObjectCache<V1Node>;
+  private readonly client: KubeClient;
   private readonly log: Logger;
-  private stopped = false;
-  private restart: NodeJS.Timeout | undefined;
+  private readonly nodes = new Map<string, OverlayNode>();
+  private watcher: ListWatcher<NodeObject> | undefined;
 
+  /** kubeconfig: a file, or '' for $KUBECONFIG, ~/.kube/config or the in-cluster service account */
   constructor(kubeconfig: string, log: Logger) {
-    const kc = new KubeConfig();
-    kc.loadFromFile(kubeconfig);
-    this.api = kc.makeApiClient(CoreV1Api);
-    this.informer = makeInformer(kc, '/api/v1/nodes', () => this.api.listNode());
+    this.client = new KubeClient(loadKubeConfig(kubeconfig));
     this.log = log;
   }
 
   /**
    * Resolves after the initial list, or after the first failed attempt (the controller then simply sees no nodes
-   * yet): the watch keeps retrying every 2 s in the background and reports through onChange once it is up.
+   * yet): the watch keeps retrying every 1-2 s in the background and reports through onChange once it is up.
    */
   async start(onChange: () => void): Promise<void> {
-    const changed = (): void => onChange();
-    this.informer.on('add', changed);
-    this.informer.on('update', changed);
-    this.informer.on('delete', changed);
-    this.informer.on('error', (err: unknown) => {
-      if (this.stopped) return;
-      this.log.warn({ err: String(err) }, 'overlay: node watch failed, restarting');
-      this.retry(changed, 1000);
+    let failed: (() => void) | undefined = undefined;
+    const firstFailure = new Promise<void>((r) => (failed = r));
+    const watcher = new ListWatcher<NodeObject>({
+      client: this.client,
+      path: '/api/v1/nodes',
+      name: 'overlay nodes',
+      onEvent: (o, deleted) => {
+        const name = o.metadata?.name;
+        if (!name) return;
+        if (deleted) this.nodes.delete(name);
+        else {
+          const n = toOverlayNode(o as NodeLike);
+          if (n) this.nodes.set(name, n);
+        }
+        onChange();
+      },
+      // the watcher logs the failure itself
+      onError: () => failed?.(),
+      initialBackoffMs: 1000,
+      maxBackoffMs: 2000,
+      log: { debug: (o, m) => this.log.debug(o, m), info: (o, m) => this.log.info(o, m), warn: (o, m) => this.log.warn(o, `overlay: node ${m ?? ''}`) },
     });
-    try {
-      await this.informer.start();
-    } catch (e) {
-      this.log.warn({ err: String(e) }, 'overlay: cannot list Nodes yet, retrying');
-      this.retry(changed, 2000);
-    }
-  }
-
-  private retry(changed: () => void, delayMs: number): void {
-    if (this.stopped || this.restart) return;
-    this.restart = setTimeout(() => {
-      this.restart = undefined;
-      if (this.stopped) return;
-      this.informer.start().then(changed, (e: unknown) => {
-        this.log.warn({ err: String(e) }, 'overlay: node watch restart failed, retrying');
-        this.retry(changed, 2000);
-      });
-    }, delayMs);
+    this.watcher = watcher;
+    watcher.start();
+    await Promise.race([watcher.synced, firstFailure]);
   }
 
   list(): OverlayNode[] {
-    return this.informer
-      .list()
-      .map((n) => toOverlayNode(n))
-      .filter((n): n is OverlayNode => n !== undefined);
+    return [...this.nodes.values()].map((n) => ({ ...n, annotations: { ...n.annotations } }));
   }
 
   async annotate(name: string, annotations: Record<string, string>): Promise<void> {
-    await this.api.patchNode(
-      { name, body: { metadata: { annotations } } },
-      setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
-    );
+    await this.client.patch(`/api/v1/nodes/${encodeURIComponent(name)}`, { metadata: { annotations } }, 'application/merge-patch+json');
   }
 
   async stop(): Promise<void> {
-    this.stopped = true;
-    if (this.restart) clearTimeout(this.restart);
-    await this.informer.stop();
+    await this.watcher?.stop();
+    this.client.close();
   }
 }
