@@ -11,6 +11,8 @@
 //      postject (sentinel fuse), and the result is renamed into place (never rewritten in place: libcni
 //      could be executing it, "text file busy").
 //
+//   5. The node daemon (proxy/main.ts) is bundled separately into dist/proxy/flatnet-proxy.mjs (deploy/bundle-daemon.mjs).
+//
 // Options: --no-strip, --no-code-cache, --no-minify, --keep-names, --no-native-lock, --exec-argv=JSON (for measurements), --out DIR (a variant
 // elsewhere), --quiet.
 import { execFileSync } from 'node:child_process';
@@ -19,6 +21,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createHash } from 'node:crypto';
 import * as esbuild from 'esbuild';
+import { bundleDaemon } from './bundle-daemon.mjs';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const args = new Set(process.argv.slice(2));
@@ -126,6 +129,7 @@ for (const name of PLUGINS) {
   }
   symlinkSync('flatnet', link);
 }
+if (outIdx < 0) log(`daemon bundle ${await bundleDaemon()}`);
 log(`dist/bin/flatnet (${(statSync(out).size / 1048576).toFixed(1)} MiB) and links ${PLUGINS.join(', ')} in ${Date.now() - t0} ms`);
 
 function isLink(p) {

@@ -30,6 +30,8 @@ export interface DaemonOptions {
   runner?: Runner;
   log: DaemonLog;
   minSyncPeriodMs: number;
+  /** syncs allowed within one minSyncPeriod (default 2: a Service and its EndpointSlice need not wait a period) */
+  burstSyncs?: number;
   syncPeriodMs: number;
   serviceProxyName?: string;
   /** node addresses to use until (or unless) the Node object is seen */
@@ -71,6 +73,7 @@ export class ProxyDaemon {
       maxIntervalMs: opts.syncPeriodMs,
       retryIntervalMs: Math.max(1000, opts.minSyncPeriodMs),
       clock: this.clock,
+      burst: opts.burstSyncs ?? 2,
       onError: (err) => opts.log.error({ err: String(err) }, 'sync failed; will retry with a full sync'),
     });
   }

@@ -4,15 +4,13 @@
 //   node proxy/main.ts --cleanup           remove every rule flatnet's proxy created, then exit
 // SIGTERM/SIGINT: stop watching and serving, stop the overlay controller, leave the kernel rules in place.
 
-import { existsSync } from 'node:fs';
 import { availableParallelism, hostname } from 'node:os';
-import { fileURLToPath } from 'node:url';
 import pino from 'pino';
 import { ExecRunner } from '../lib/exec/exec.ts';
 import type { Runner } from '../lib/exec/runner.ts';
 import { IptablesProxier } from './backends/iptables/proxier.ts';
 import { conntrackSysctls } from './conntrack/sysctls.ts';
-import { ConfigError, configView, loadConfig, splitHostPort, type DaemonConfig } from './config/config.ts';
+import { configView, loadConfig, splitHostPort, type DaemonConfig } from './config/config.ts';
 import { ProxyDaemon } from './daemon.ts';
 import { ServiceHealthServers, startHealthzServer, startMetricsServer } from './healthcheck/servers.ts';
 import type { IpFamily, ProxyBackend } from './model/types.ts';
@@ -29,11 +27,13 @@ interface BackendModule {
   createBackend(opts: { family: IpFamily; runner: Runner; log: Log; netns?: string; config?: Record<string, unknown> }): Promise<ProxyBackend>;
 }
 
-async function importOptional<T>(rel: string): Promise<T | undefined> {
-  const url = new URL(rel, import.meta.url);
-  if (!existsSync(fileURLToPath(url))) return undefined;
-  return (await import(url.href)) as T;
-}
+// The backends and the overlay controller load on demand, through literal import()s so that the daemon bundle
+// (deploy/build.mjs -> dist/proxy/flatnet-proxy.mjs) carries them.
+const modules = {
+  nftables: (): Promise<BackendModule> => import('./backends/nftables/index.ts') as Promise<BackendModule>,
+  ipvs: (): Promise<BackendModule> => import('./backends/ipvs/index.ts') as Promise<BackendModule>,
+  overlay: (): Promise<unknown> => import('../plugins/vxlan/controller/index.ts'),
+};
 
 async function makeBackends(cfg: DaemonConfig, families: IpFamily[], runner: Runner, log: Log): Promise<Map<IpFamily, ProxyBackend>> {
   const out = new Map<IpFamily, ProxyBackend>();
@@ -42,11 +42,7 @@ async function makeBackends(cfg: DaemonConfig, families: IpFamily[], runner: Run
     for (const f of families) out.set(f, p);
     return out;
   }
-  const rel = cfg.mode === 'nftables' ? './backends/nftables/index.ts' : './backends/ipvs/index.ts';
-  const mod = await importOptional<BackendModule>(rel);
-  if (!mod || typeof mod.createBackend !== 'function') {
-    throw new ConfigError(`proxy mode ${cfg.mode} is not available in this build (${rel} missing)`);
-  }
+  const mod = await (cfg.mode === 'nftables' ? modules.nftables() : modules.ipvs());
   for (const f of families) out.set(f, await mod.createBackend({ family: f, runner, log, config: cfg.mode === 'nftables' ? cfg.nftables : cfg.ipvs }));
   return out;
 }
@@ -68,18 +64,17 @@ async function cleanupAll(cfg: DaemonConfig, nodeName: string, runner: Runner, l
   // the overlay's device, peers, masquerade table and subnet file
   type OverlayCleanup = { cleanupOverlay(o: { nodeName: string; log: Log; config: Record<string, unknown>; runner?: Runner }): Promise<void> };
   try {
-    const ov = await importOptional<OverlayCleanup>('../plugins/vxlan/controller/index.ts');
-    if (ov) await ov.cleanupOverlay({ nodeName, log, runner, config: { clusterCIDRs: cfg.clusterCIDRs, ...cfg.overlayConfig } });
+    const ov = (await modules.overlay()) as OverlayCleanup;
+    await ov.cleanupOverlay({ nodeName, log, runner, config: { clusterCIDRs: cfg.clusterCIDRs, ...cfg.overlayConfig } });
   } catch (err) {
     log.warn({ err: String(err) }, 'cleanup of the overlay failed');
   }
-  for (const rel of ['./backends/nftables/index.ts', './backends/ipvs/index.ts']) {
+  for (const [name, load] of [['nftables', modules.nftables], ['ipvs', modules.ipvs]] as const) {
     try {
-      const mod = await importOptional<BackendModule>(rel);
-      if (!mod) continue;
+      const mod = await load();
       for (const f of [4, 6] as const) await (await mod.createBackend({ family: f, runner, log })).cleanup();
     } catch (err) {
-      log.warn({ backend: rel, err: String(err) }, 'cleanup of backend failed');
+      log.warn({ backend: name, err: String(err) }, 'cleanup of backend failed');
     }
   }
 }
@@ -167,24 +162,17 @@ async function main(argv: string[]): Promise<number> {
     type OverlayModule = {
       startOverlay(o: { kubeconfig: string; nodeName: string; log: Log; config: Record<string, unknown> }): Promise<{ stop(): Promise<void> }>;
     };
-    const mod = await importOptional<OverlayModule>('../plugins/vxlan/controller/index.ts');
-    if (!mod) {
-      if (cfg.overlay === 'vxlan') {
-        log.error({}, '--overlay=vxlan but the overlay controller is not part of this build');
-        return 1;
-      }
-    } else {
-      try {
-        overlay = await mod.startOverlay({
-          kubeconfig: cfg.kubeconfig,
-          nodeName,
-          log: log.child({ subsystem: 'overlay' }),
-          config: { clusterCIDRs: cfg.clusterCIDRs, ...cfg.overlayConfig },
-        });
-      } catch (e) {
-        log.error({ err: String(e) }, 'overlay controller failed to start');
-        if (cfg.overlay === 'vxlan') return 1;
-      }
+    try {
+      const mod = (await modules.overlay()) as OverlayModule;
+      overlay = await mod.startOverlay({
+        kubeconfig: cfg.kubeconfig,
+        nodeName,
+        log: log.child({ subsystem: 'overlay' }),
+        config: { clusterCIDRs: cfg.clusterCIDRs, ...cfg.overlayConfig },
+      });
+    } catch (e) {
+      log.error({ err: String(e) }, 'overlay controller failed to start');
+      if (cfg.overlay === 'vxlan') return 1;
     }
   }
 

@@ -1,6 +1,9 @@
 // A bounded-frequency runner (kube-proxy's BoundedFrequencyRunner): coalesces run() requests so that fn runs
 // at most once per minInterval, at least once per maxInterval, and again after retryInterval when it fails.
 // Runs never overlap: a request that arrives during a run is served right after it (subject to minInterval).
+// `burst` (default 1) lets that many runs happen within one minInterval window, like the original runner's burstRuns:
+// with 2, a Service and its EndpointSlice arriving a few ms apart are both programmed at once instead of the second
+// one waiting out minSyncPeriod; a sustained stream of changes is still held to one run per minInterval.
 
 export interface Clock {
   now(): number;
@@ -25,6 +28,8 @@ export interface RunnerOptions {
   clock?: Clock;
   /** called when fn throws */
   onError?: (err: unknown) => void;
+  /** runs allowed within one minInterval window (default 1) */
+  burst?: number;
 }
 
 export class BoundedFrequencyRunner {
@@ -35,6 +40,9 @@ export class BoundedFrequencyRunner {
   private readonly clock: Clock;
   private readonly onError: ((err: unknown) => void) | undefined;
   private lastRun = -Infinity;
+  private readonly burst: number;
+  /** start times of the last `burst` runs */
+  private readonly recent: number[] = [];
   private timer: unknown = undefined;
   private timerAt = Infinity;
   private running = false;
@@ -49,6 +57,14 @@ export class BoundedFrequencyRunner {
     this.retry = opts.retryIntervalMs ?? Math.max(opts.minIntervalMs, 1000);
     this.clock = opts.clock ?? realClock;
     this.onError = opts.onError;
+    this.burst = Math.max(1, Math.floor(opts.burst ?? 1));
+  }
+
+  /** The earliest time the next run may start: at most `burst` runs start within any minInterval window. */
+  private nextAllowed(): number {
+    const now = this.clock.now();
+    if (this.recent.length < this.burst) return now;
+    return Math.max(now, this.recent[this.recent.length - this.burst]! + this.min);
   }
 
   /** Start the periodic loop; the first run happens on the first run() request or after maxInterval. */
@@ -69,7 +85,7 @@ export class BoundedFrequencyRunner {
       this.requested = true;
       return;
     }
-    this.schedule(Math.max(this.clock.now(), this.lastRun + this.min));
+    this.schedule(this.nextAllowed());
   }
 
   /** Resolves when no run is in progress. */
@@ -101,6 +117,8 @@ export class BoundedFrequencyRunner {
     this.running = true;
     this.requested = false;
     this.lastRun = this.clock.now();
+    this.recent.push(this.lastRun);
+    if (this.recent.length > this.burst) this.recent.shift();
     let failed = false;
     try {
       await this.fn();
@@ -115,7 +133,7 @@ export class BoundedFrequencyRunner {
     if (failed) this.schedule(this.clock.now() + this.retry);
     if (this.requested) {
       this.requested = false;
-      this.schedule(Math.max(this.clock.now(), this.lastRun + this.min));
+      this.schedule(this.nextAllowed());
     }
   }
 }

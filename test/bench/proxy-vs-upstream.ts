@@ -1,19 +1,33 @@
 // flatnet's proxy daemon vs upstream kube-proxy (v1.35.4, built by the cluster build) in the same mode, each on its
-// own node of a local cluster (test/cluster: real etcd/apiserver/controller-manager, nodes = netns).
-//   npm run bench:proxy -- --vs upstream [--sizes 1000 --changes 10 --mode nftables|iptables]
-//   node test/bench/proxy-vs-upstream.ts [--sizes 1000] [--changes 10] [--mode nftables]     (standalone)
-// Steps: cluster up (2 nodes; its own daemons in the other mode, so CoreDNS works); N selector-less Services x 3 endpoints (hand-made
-// EndpointSlices) created through the API; then both proxies start at the same time (flatnet on the control-plane
-// node, kube-proxy on the worker) and we time "process start -> the last Service is in the kernel". Then `changes`
-// times: one EndpointSlice gets a new address, and we time "API write acknowledged -> new address in each node's
-// rules" by polling cheap, per-object nft listings (never the whole table). The cluster is torn down at the end.
+// own node of one local cluster (test/cluster: real etcd/apiserver/controller-manager, nodes = netns), in one run.
+//   npm run bench:proxy -- --vs upstream [--modes nftables,iptables] [--sizes 100,1000,10000] [--changes 10] [--conns 3000]
+//   node test/bench/proxy-vs-upstream.ts [same options]                                       (standalone)
+// One 2-node cluster with no proxy of its own (--proxy-mode none, no runtime, no DNS). For each size (ascending; the
+// API objects are created once and grown), for each mode, flatnet (control-plane node) and then kube-proxy (worker)
+// each get a phase of their own, so that neither measures while the other burns the 2 shared cores:
+//   1. the proxy starts; initial sync = process start -> the last Service's endpoints are in the kernel (polled with
+//      a per-object query: nft get element / nft list chain / iptables -S chain);
+//   2. `changes` changes, alternating: a new Service (Service + EndpointSlice written together) and an endpoint
+//      scale-up (a slice goes from 3 to 4 endpoints); latency = API write sent -> the new endpoint's DNAT target is
+//      committed to the kernel, seen on `nft monitor` (netlink events: it sees iptables-nft rules too);
+//   3. new-connection latency: connlat (test/bench/connlat.c) opens `conns` fresh TCP connections from the node to
+//      its latency Service's ClusterIP (nat OUTPUT dispatch + DNAT to a listener in the node) and, as a floor,
+//      straight to the listener; p50/p90/p99 in microseconds;
+//   4. CPU seconds (utime+stime of the daemon) and RSS / peak RSS (VmHWM);
+//   5. the proxy stops and its rules are removed (flatnet --cleanup, kube-proxy --cleanup).
+// Objects: N selector-less Services x 3 endpoints with hand-made EndpointSlices, created through the API with
+// test/bench/apiclient.ts, plus one latency Service per node whose single endpoint is the node's own address.
+// Results: test/bench/results/proxy-vs-upstream.{json,md}; `npm run bench:plot` draws the SVG.
 
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdirSync, openSync, writeFileSync } from 'node:fs';
-import { loadavg } from 'node:os';
+import { mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { randomBytes } from 'node:crypto';
+import { ApiClient, type ApiObject } from './apiclient.ts';
+import { hash16, serviceChains } from '../../proxy/backends/iptables/rules.ts';
+import { servicePortKey } from '../../proxy/model/convert.ts';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const REPO = join(HERE, '..', '..');
@@ -24,6 +38,8 @@ const opt = (name: string, def: string): string => {
   const i = args.indexOf(`--${name}`);
   return i >= 0 && args[i + 1] ? args[i + 1]! : def;
 };
+const LAT_PORT = 9000;
+const UPSTREAM = 'kube-proxy v1.35.4';
 
 export interface Row {
   impl: string;
@@ -31,15 +47,21 @@ export interface Row {
   services: number;
   endpointsPerService: number;
   initialSyncMs: number;
+  newServiceP50Ms: number;
+  newServiceP99Ms: number;
+  scaleUpP50Ms: number;
+  scaleUpP99Ms: number;
   changeLatencyP50Ms: number;
   changeLatencyP99Ms: number;
-  changeSyncP50Ms: number;
-  changeSyncP99Ms: number;
   changes: number;
+  cpuInitialS: number;
+  cpuTotalS: number;
   rssMB: number;
-  heapMB: number;
-  restoreBytesFull: number;
-  restoreBytesPartial: number;
+  peakRssMB: number;
+  connP50Us: number;
+  connP90Us: number;
+  connP99Us: number;
+  directConnP50Us: number;
   verified: boolean;
 }
 
@@ -59,211 +81,365 @@ const pct = (xs: number[], p: number): number => {
   return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)] ?? NaN;
 };
 const r1 = (x: number): number => Math.round(x * 10) / 10;
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-function ip(i: number, base: [number, number]): string {
-  return `${base[0]}.${base[1]}.${(i >> 8) & 255}.${i & 255}`;
+/** the IPv4 address `base + off` (base as four octets) */
+function ipAt(base: [number, number, number, number], off: number): string {
+  const n = ((base[0] << 24) | (base[1] << 16) | (base[2] << 8) | base[3]) + off;
+  return `${(n >>> 24) & 255}.${(n >>> 16) & 255}.${(n >>> 8) & 255}.${n & 255}`;
 }
-const svcIP = (i: number): string => ip(i + 25600, [10, 96]); // 10.96.100.0 onwards (clear of kubernetes and kube-dns)
-const epIP = (i: number, k: number, gen: number): string => ip(((i * 3 + k + gen * 7919) % 60000) + 256, [10, 245]);
+/** bench Services: 10.96.100.0 onwards (clear of kubernetes and kube-dns); room for 35k in 10.96.0.0/16 */
+const svcIP = (i: number): string => ipAt([10, 96, 100, 0], i);
+/** Services created during the changes: 10.96.240.0 onwards */
+const newSvcIP = (j: number): string => ipAt([10, 96, 240, 0], j);
+/** the latency Service of node k */
+const latIP = (k: number): string => ipAt([10, 96, 90, 0], k);
+/** endpoint k of bench Service i (k = 3 is the scale-up), and of new Service j */
+const epIP = (i: number, k: number): string => ipAt([10, 240, 0, 0], 256 + i * 4 + k);
+const newEpIP = (j: number, k: number): string => ipAt([10, 250, 0, 0], 256 + j * 4 + k);
 
-function objects(n: number): object[] {
-  const out: object[] = [];
-  for (let i = 0; i < n; i++) {
-    out.push({
-      apiVersion: 'v1',
-      kind: 'Service',
-      metadata: { namespace: 'default', name: `b${i}` },
-      spec: { type: 'ClusterIP', clusterIP: svcIP(i), ports: [{ name: 'http', port: 80, protocol: 'TCP' }] },
-    });
-    out.push(slice(i, 0));
-  }
-  return out;
+function service(name: string, clusterIP: string, port = 80, portName = 'http'): ApiObject {
+  return {
+    apiVersion: 'v1',
+    kind: 'Service',
+    metadata: { namespace: 'default', name },
+    spec: { type: 'ClusterIP', clusterIP, ports: [{ name: portName, port, protocol: 'TCP' }] },
+  };
 }
 
-function slice(i: number, gen: number): object {
+function slice(svc: string, addrs: string[], port = 8080, portName = 'http'): ApiObject {
   return {
     apiVersion: 'discovery.k8s.io/v1',
     kind: 'EndpointSlice',
-    metadata: { namespace: 'default', name: `b${i}-s`, labels: { 'kubernetes.io/service-name': `b${i}` } },
+    metadata: { namespace: 'default', name: `${svc}-s`, labels: { 'kubernetes.io/service-name': svc } },
     addressType: 'IPv4',
-    ports: [{ name: 'http', port: 8080, protocol: 'TCP' }],
-    endpoints: [0, 1, 2].map((k) => ({ addresses: [epIP(i, k, gen)], conditions: { ready: true, serving: true, terminating: false } })),
+    ports: [{ name: portName, port, protocol: 'TCP' }],
+    endpoints: addrs.map((a) => ({ addresses: [a], conditions: { ready: true, serving: true, terminating: false } })),
   };
 }
 
-interface Proxy {
-  impl: string;
-  netns: string;
-  proc: ChildProcess;
-  /** is the service's cluster IP programmed? */
-  hasService(i: number): boolean;
-  /** is this endpoint address programmed for service i? */
-  hasEndpoint(i: number, addr: string): boolean;
-  rssMB(): number;
-}
+const benchEndpoints = (i: number, count: number): string[] => Array.from({ length: count }, (_, k) => epIP(i, k));
 
-function nsRun(netns: string, argv: string[]): string {
-  return tryOut(['ip', 'netns', 'exec', netns, ...argv]);
-}
-
-function rssOf(pid: number | undefined): number {
-  if (!pid) return 0;
-  // the proxy is a child of `ip netns exec` (which execs), so the pid is the proxy's
-  const st = tryOut(['cat', `/proc/${pid}/status`]);
-  const m = /VmRSS:\s+(\d+)/.exec(st);
-  return m ? Math.round(Number(m[1]) / 1024) : 0;
-}
-
-function startProxies(cluster: string, mode: string, kubeconfig: string, logDir: string): Proxy[] {
-  const cp = `${cluster}-control-plane`;
-  const wk = `${cluster}-worker`;
-  const flat = spawn(
-    'ip',
-    ['netns', 'exec', cp, NODE, join(REPO, 'proxy', 'main.ts'), '--kubeconfig', kubeconfig, '--hostname-override', cp, '--proxy-mode', mode,
-      '--cluster-cidr', '10.244.0.0/16', '--overlay', 'none', '--healthz-bind-address', '127.0.0.1:20256', '--metrics-bind-address', '127.0.0.1:20249'],
-    { stdio: ['ignore', 'ignore', openSync(join(logDir, 'flatnet-proxy.log'), 'a')] },
-  );
-  const up = spawn(
-    'ip',
-    ['netns', 'exec', wk, join(K8S, 'kube-proxy'), '--kubeconfig', kubeconfig, '--hostname-override', wk, '--proxy-mode', mode,
-      '--cluster-cidr', '10.244.0.0/16', '--conntrack-max-per-core', '0', '--healthz-bind-address', '127.0.0.1:20256',
-      '--metrics-bind-address', '127.0.0.1:20249', '--v', '1'],
-    { stdio: ['ignore', 'ignore', openSync(join(logDir, 'kube-proxy.log'), 'a')] },
-  );
-  const svcChains = new Map<number, string>();
-  const nftHas = (netns: string, table: string, set: string, needle: string): boolean => nsRun(netns, ['nft', 'list', 'set', 'ip', table, set]).includes(needle);
-  const iptHas = (netns: string, needle: string): boolean => nsRun(netns, ['iptables-nft-save', '-t', 'nat']).includes(needle);
-  const flatnet: Proxy = {
-    impl: 'flatnet',
-    netns: cp,
-    proc: flat,
-    hasService: (i) => (mode === 'nftables' ? nftHas(cp, 'flatnet-proxy', 'cluster-ips', svcIP(i)) : iptHas(cp, `${svcIP(i)}/32`)),
-    hasEndpoint: (i, addr) =>
-      mode === 'nftables'
-        ? nsRun(cp, ['nft', 'get', 'element', 'ip', 'flatnet-proxy', 'cluster-ep-tcp', `{ ${svcIP(i)} . 80 . 0 }`]).includes(`: ${addr} . 8080`)
-        : iptHas(cp, `${addr}:8080`),
-    rssMB: () => rssOf(flat.pid),
-  };
-  const upstream: Proxy = {
-    impl: 'kube-proxy v1.35.4',
-    netns: wk,
-    proc: up,
-    hasService: (i) => (mode === 'nftables' ? nftHas(wk, 'kube-proxy', 'cluster-ips', svcIP(i)) : iptHas(wk, `${svcIP(i)}/32`)),
-    hasEndpoint: (i, addr) => {
-      if (mode !== 'nftables') return iptHas(wk, `${addr}:8080`);
-      let chain = svcChains.get(i);
-      if (!chain) {
-        const m = new RegExp(`${svcIP(i).replaceAll('.', '\\.')} \\. tcp \\. 80 : goto (\\S+)`).exec(nsRun(wk, ['nft', 'list', 'map', 'ip', 'kube-proxy', 'service-ips']));
-        if (!m) return false;
-        chain = m[1]!.replace(/,$/, '');
-        svcChains.set(i, chain);
-      }
-      return nsRun(wk, ['nft', 'list', 'chain', 'ip', 'kube-proxy', chain]).includes(`__${addr}/8080`);
-    },
-    rssMB: () => rssOf(up.pid),
-  };
-  return [flatnet, upstream];
-}
-
-async function waitAll(proxies: Proxy[], pred: (p: Proxy) => boolean, t0: number, timeoutMs: number): Promise<Map<string, number>> {
-  const done = new Map<string, number>();
-  while (done.size < proxies.length) {
-    for (const p of proxies) if (!done.has(p.impl) && pred(p)) done.set(p.impl, performance.now() - t0);
-    if (performance.now() - t0 > timeoutMs) {
-      for (const p of proxies) if (!done.has(p.impl)) done.set(p.impl, NaN);
-      break;
-    }
-    await new Promise((r) => setTimeout(r, 20));
+/** [VmRSS, VmHWM] in MB */
+function rssOf(pid: number | undefined): [number, number] {
+  let st = '';
+  try {
+    st = readFileSync(`/proc/${pid}/status`, 'utf8');
+  } catch {
+    return [0, 0];
   }
-  return done;
+  const kb = (k: string): number => Math.round(Number(new RegExp(`${k}:\\s+(\\d+)`).exec(st)?.[1] ?? 0) / 1024);
+  return [kb('VmRSS'), kb('VmHWM')];
 }
 
-export async function run(o: { sizes: number[]; changes: number }): Promise<Row[]> {
-  const mode = opt('mode', 'nftables');
-  const rows: Row[] = [];
-  for (const n of o.sizes) {
-    const cluster = `fxv${randomBytes(1).toString('hex')}`;
-    const cli = (...a: string[]): string => sh([NODE, join(REPO, 'test', 'cluster', 'cli.ts'), ...a], undefined, 900_000);
-    process.stderr.write(`proxy-vs-upstream: cluster ${cluster} up (${mode}, ${n} services)\n`);
-    // the cluster's own daemons run in the other mode (CoreDNS needs a working proxy for the cluster to come up);
-    // the two measured proxies use their own kernel objects and ports next to them
-    cli('up', '--name', cluster, '--nodes', '2', '--proxy-mode', mode === 'iptables' ? 'nftables' : 'iptables');
-    let proxies: Proxy[] = [];
-    try {
-      const kubeconfig = `/var/lib/flatnet-cluster/${cluster}/kubeconfig/admin.kubeconfig`;
-      const logDir = `/var/lib/flatnet-cluster/${cluster}/logs`;
-      const kubectl = (input: string | undefined, ...a: string[]): string => sh([join(K8S, 'kubectl'), '--kubeconfig', kubeconfig, ...a], input);
-      const objs = objects(n);
-      const c0 = performance.now();
-      for (let i = 0; i < objs.length; i += 1000) kubectl(JSON.stringify({ apiVersion: 'v1', kind: 'List', items: objs.slice(i, i + 1000) }), 'apply', '--server-side', '-f', '-');
-      process.stderr.write(`  created ${n} services + slices in ${r1((performance.now() - c0) / 1000)} s\n`);
-      const t0 = performance.now();
-      proxies = startProxies(cluster, mode, kubeconfig, logDir);
-      const initial = await waitAll(proxies, (p) => p.hasService(n - 1), t0, 600_000);
-      process.stderr.write(`  initial: ${[...initial].map(([k, v]) => `${k} ${r1(v)} ms`).join(', ')}\n`);
-      const lat = new Map<string, number[]>(proxies.map((p) => [p.impl, []]));
-      let verified = true;
-      for (let k = 0; k < o.changes; k++) {
-        await new Promise((r) => setTimeout(r, 1500));
-        const i = (k * 7907) % n;
-        const s = slice(i, k + 1) as { endpoints: { addresses: string[] }[] };
-        const addr = s.endpoints[0]!.addresses[0]!;
-        const t1 = performance.now();
-        kubectl(JSON.stringify(s), 'apply', '--server-side', '-f', '-');
-        const got = await waitAll(proxies, (p) => p.hasEndpoint(i, addr), t1, 30_000);
-        for (const [impl, ms] of got) {
-          lat.get(impl)!.push(ms);
-          if (Number.isNaN(ms)) verified = false;
-        }
-      }
-      for (const p of proxies) {
-        const l = lat.get(p.impl)!.filter((x) => !Number.isNaN(x));
-        rows.push({
-          impl: p.impl,
-          mode,
-          services: n,
-          endpointsPerService: 3,
-          initialSyncMs: r1(initial.get(p.impl)!),
-          changeLatencyP50Ms: r1(pct(l, 50)),
-          changeLatencyP99Ms: r1(pct(l, 99)),
-          changeSyncP50Ms: NaN,
-          changeSyncP99Ms: NaN,
-          changes: l.length,
-          rssMB: p.rssMB(),
-          heapMB: NaN,
-          restoreBytesFull: 0,
-          restoreBytesPartial: 0,
-          verified: verified && l.length === o.changes,
+/** utime + stime of the process itself, in seconds */
+function cpuOf(pid: number | undefined): number {
+  try {
+    const f = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
+    return (Number(rest[11]) + Number(rest[12])) / 100; // fields 14, 15 (clock ticks, USER_HZ 100)
+  } catch {
+    return NaN;
+  }
+}
+
+interface Node {
+  name: string;
+  ip: string;
+}
+
+/** is endpoint addr of the bench Service i programmed (per-object query; used while polling the initial sync)? */
+function hasBenchEndpoint(impl: string, mode: string, node: string, i: number, k: number): boolean {
+  const addr = epIP(i, k);
+  const run = (argv: string[]): string => tryOut(['ip', 'netns', 'exec', node, ...argv]);
+  if (mode === 'iptables') {
+    const chain = impl === 'flatnet' ? serviceChains(servicePortKey('default', `b${i}`, 'http', 'TCP', 4)).svc : `KUBE-SVC-${hash16(`default/b${i}:httptcp`)}`;
+    return run(['iptables', '-w', '-t', 'nat', '-S', chain]).includes(`${addr}:8080`);
+  }
+  if (impl === 'flatnet') return run(['nft', 'get', 'element', 'ip', 'flatnet-proxy', 'cluster-ep-tcp', `{ ${svcIP(i)} . 80 . ${k} }`]).includes(`: ${addr} . 8080`);
+  const m = /goto (\S+)/.exec(run(['nft', 'get', 'element', 'ip', 'kube-proxy', 'service-ips', `{ ${svcIP(i)} . tcp . 80 }`]));
+  if (!m) return false;
+  return run(['nft', 'list', 'chain', 'ip', 'kube-proxy', m[1]!.replace(/[,}]+$/, '')]).includes(`__${addr}/8080`);
+}
+
+/** `nft monitor` in a node's netns: resolves waiters when a committed rule or element names addr as a DNAT target */
+class Monitor {
+  private readonly proc: ChildProcess;
+  private waiters: { re: RegExp; resolve: (t: number) => void }[] = [];
+  private partial = '';
+  constructor(node: string) {
+    this.proc = spawn('ip', ['netns', 'exec', node, 'stdbuf', '-oL', 'nft', 'monitor'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    this.proc.stdout!.setEncoding('utf8');
+    this.proc.stdout!.on('data', (d: string) => {
+      const t = performance.now();
+      const lines = (this.partial + d).split('\n');
+      this.partial = lines.pop() ?? '';
+      for (const l of lines) {
+        if (!this.waiters.length) break;
+        this.waiters = this.waiters.filter((w) => {
+          if (!w.re.test(l)) return true;
+          w.resolve(t);
+          return false;
         });
       }
-    } finally {
-      for (const p of proxies) if (p.proc.pid && p.proc.exitCode === null) p.proc.kill('SIGTERM');
-      await new Promise((r) => setTimeout(r, 1000));
-      for (const p of proxies) if (p.proc.pid && p.proc.exitCode === null) p.proc.kill('SIGKILL');
-      try {
-        cli('down', '--name', cluster);
-      } catch (err) {
-        process.stderr.write(`  cluster down failed: ${String(err)}\n`);
+    });
+  }
+  /** the time the endpoint addr:8080 shows up (flatnet nft: "addr . 8080"; kube-proxy nft and iptables-nft: "addr:8080") */
+  waitFor(addr: string, timeoutMs: number): Promise<number> {
+    const re = new RegExp(`${addr.replaceAll('.', '\\.')}(?: \\. |:)8080\\b`);
+    return new Promise((resolve) => {
+      const w = { re, resolve };
+      this.waiters.push(w);
+      setTimeout(() => {
+        this.waiters = this.waiters.filter((x) => x !== w);
+        resolve(NaN);
+      }, timeoutMs);
+    });
+  }
+  stop(): void {
+    this.proc.kill('SIGTERM');
+  }
+}
+
+/** connlat compiled, and the daemon bundled as it ships (deploy/bundle-daemon.mjs), into a scratch dir */
+async function prepareTools(): Promise<{ bin: string; daemon: string; dir: string }> {
+  const dir = mkdtempSync(join(tmpdir(), 'flatnet-vs-'));
+  const bin = join(dir, 'connlat');
+  sh(['gcc', '-O2', '-o', bin, join(HERE, 'connlat.c')]);
+  const { bundleDaemon } = await import('../../deploy/bundle-daemon.mjs');
+  const daemon = await bundleDaemon(join(dir, 'flatnet-proxy.mjs'));
+  return { bin, daemon, dir };
+}
+
+/** connect() latencies in microseconds from a node's netns to ip:port */
+function connect(bin: string, node: string, ip: string, port: number, n: number): number[] {
+  const out = sh(['ip', 'netns', 'exec', node, bin, 'client', ip, String(port), String(n), '200'], undefined, 300_000);
+  return out.trim().split('\n').map((l) => Number(l) / 1000);
+}
+
+async function stopProc(p: ChildProcess, graceMs = 5000): Promise<void> {
+  if (p.exitCode !== null || p.signalCode !== null) return;
+  const exited = new Promise<void>((r) => p.once('exit', () => r()));
+  p.kill('SIGTERM');
+  await Promise.race([exited, sleep(graceMs)]);
+  if (p.exitCode === null && p.signalCode === null) {
+    p.kill('SIGKILL');
+    await exited;
+  }
+}
+
+interface Ctx {
+  api: ApiClient;
+  kubeconfig: string;
+  logDir: string;
+  tool: { bin: string; daemon: string };
+  changes: number;
+  conns: number;
+  /** counters shared by every phase so that no two phases reuse a Service name or a scale-up target */
+  next: { newService: number; scaleUp: number };
+}
+
+function proxyArgv(impl: string, mode: string, node: Node, ctx: Ctx, cleanup = false): string[] {
+  if (impl === 'flatnet') {
+    if (cleanup) return ['ip', 'netns', 'exec', node.name, NODE, ctx.tool.daemon, '--cleanup'];
+    return ['ip', 'netns', 'exec', node.name, NODE, ctx.tool.daemon, '--kubeconfig', ctx.kubeconfig, '--hostname-override', node.name,
+      '--proxy-mode', mode, '--cluster-cidr', '10.244.0.0/16', '--overlay', 'none',
+      '--healthz-bind-address', '127.0.0.1:20256', '--metrics-bind-address', '127.0.0.1:20249'];
+  }
+  if (cleanup) return ['ip', 'netns', 'exec', node.name, join(K8S, 'kube-proxy'), '--cleanup'];
+  return ['ip', 'netns', 'exec', node.name, join(K8S, 'kube-proxy'), '--kubeconfig', ctx.kubeconfig, '--hostname-override', node.name,
+    '--proxy-mode', mode, '--cluster-cidr', '10.244.0.0/16', '--conntrack-max-per-core', '0',
+    '--healthz-bind-address', '127.0.0.1:20256', '--metrics-bind-address', '127.0.0.1:20249', '--v', '1'];
+}
+
+/** One proxy, one mode, one size: start, initial sync, changes, connection latency, stop, clean up. */
+async function phase(impl: string, mode: string, n: number, node: Node, nodeIndex: number, ctx: Ctx): Promise<Row> {
+  const argv = proxyArgv(impl, mode, node, ctx);
+  const log = openSync(join(ctx.logDir, `bench-${impl === 'flatnet' ? 'flatnet' : 'kube-proxy'}-${mode}-${n}.log`), 'a');
+  const t0 = performance.now();
+  const proc = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', log] });
+  let monitor: Monitor | undefined;
+  try {
+    // initial sync: poll the last Service's last endpoint
+    const every = n >= 5000 ? 200 : 25;
+    let initialMs = NaN;
+    while (performance.now() - t0 < 900_000) {
+      if (proc.exitCode !== null) throw new Error(`${impl} exited ${proc.exitCode} during its initial sync (log ${ctx.logDir})`);
+      if (hasBenchEndpoint(impl, mode, node.name, n - 1, 2)) {
+        initialMs = performance.now() - t0;
+        break;
+      }
+      await sleep(every);
+    }
+    const cpuInitialS = cpuOf(proc.pid);
+    process.stderr.write(`  ${impl} ${mode} ${n}: initial sync ${r1(initialMs)} ms, ${cpuInitialS} CPU s\n`);
+    await sleep(3000);
+    monitor = new Monitor(node.name);
+    await sleep(1000);
+
+    const newSvc: number[] = [];
+    const scaleUp: number[] = [];
+    const perChangeTimeout = n >= 5000 ? 180_000 : 30_000;
+    for (let k = 0; k < ctx.changes; k++) {
+      await sleep(1500);
+      if (k % 2 === 0) {
+        const j = ctx.next.newService++;
+        const name = `n${j}`;
+        const addrs = [0, 1, 2].map((e) => newEpIP(j, e));
+        const seen = monitor.waitFor(addrs[2]!, perChangeTimeout);
+        const t1 = performance.now();
+        await Promise.all([ctx.api.create(service(name, newSvcIP(j))), ctx.api.create(slice(name, addrs))]);
+        newSvc.push((await seen) - t1);
+      } else {
+        const i = (ctx.next.scaleUp++ * 7907) % n;
+        const seen = monitor.waitFor(epIP(i, 3), perChangeTimeout);
+        const t1 = performance.now();
+        await ctx.api.replace(slice(`b${i}`, benchEndpoints(i, 4)));
+        scaleUp.push((await seen) - t1);
       }
     }
+    monitor.stop();
+    monitor = undefined;
+
+    const direct = connect(ctx.tool.bin, node.name, node.ip, LAT_PORT, Math.min(ctx.conns, 1000));
+    const viaService = connect(ctx.tool.bin, node.name, latIP(nodeIndex), 80, ctx.conns);
+    const [rss, hwm] = rssOf(proc.pid);
+    const cpuTotalS = cpuOf(proc.pid);
+    const ok = [...newSvc, ...scaleUp].filter((x) => !Number.isNaN(x));
+    const good = (xs: number[]): number[] => xs.filter((x) => !Number.isNaN(x));
+    const row: Row = {
+      impl: impl === 'flatnet' ? 'flatnet' : UPSTREAM,
+      mode,
+      services: n,
+      endpointsPerService: 3,
+      initialSyncMs: r1(initialMs),
+      newServiceP50Ms: r1(pct(good(newSvc), 50)),
+      newServiceP99Ms: r1(pct(good(newSvc), 99)),
+      scaleUpP50Ms: r1(pct(good(scaleUp), 50)),
+      scaleUpP99Ms: r1(pct(good(scaleUp), 99)),
+      changeLatencyP50Ms: r1(pct(ok, 50)),
+      changeLatencyP99Ms: r1(pct(ok, 99)),
+      changes: ok.length,
+      cpuInitialS,
+      cpuTotalS,
+      rssMB: rss,
+      peakRssMB: hwm,
+      connP50Us: r1(pct(viaService, 50)),
+      connP90Us: r1(pct(viaService, 90)),
+      connP99Us: r1(pct(viaService, 99)),
+      directConnP50Us: r1(pct(direct, 50)),
+      verified: ok.length === ctx.changes && !Number.isNaN(initialMs) && proc.exitCode === null,
+    };
+    process.stderr.write(`  ${JSON.stringify(row)}\n`);
+    return row;
+  } finally {
+    monitor?.stop();
+    await stopProc(proc);
+    const c = proxyArgv(impl, mode, node, ctx, true);
+    spawnSync(c[0]!, c.slice(1), { stdio: 'ignore', timeout: 600_000 });
+  }
+}
+
+export async function run(o: { sizes: number[]; changes: number; modes?: string[]; conns?: number }): Promise<Row[]> {
+  const modes = o.modes ?? opt('modes', 'nftables,iptables').split(',');
+  const conns = o.conns ?? Number(opt('conns', '3000'));
+  const sizes = [...o.sizes].sort((a, b) => a - b);
+  const rows: Row[] = [];
+  const tool = await prepareTools();
+  const cluster = `fxv${randomBytes(2).toString('hex')}`;
+  const cli = (...a: string[]): string => sh([NODE, join(REPO, 'test', 'cluster', 'cli.ts'), ...a], undefined, 900_000);
+  process.stderr.write(`proxy-vs-upstream: cluster ${cluster} up; modes ${modes.join(', ')}; sizes ${sizes.join(', ')}\n`);
+  cli('up', '--name', cluster, '--nodes', '2', '--proxy-mode', 'none', '--pod-network', 'routes', '--no-runtime', '--no-dns');
+  const dir = `/var/lib/flatnet-cluster/${cluster}`;
+  const kubeconfig = `${dir}/kubeconfig/admin.kubeconfig`;
+  const api = new ApiClient(kubeconfig);
+  const servers: ChildProcess[] = [];
+  try {
+    const state = JSON.parse(readFileSync(`${dir}/state.json`, 'utf8')) as { nodes: { netns: string; ip: string }[] };
+    const nodes: Node[] = state.nodes.map((x) => ({ name: x.netns.split('/').pop()!, ip: x.ip.split('/')[0]! }));
+    const logDir = `${dir}/logs`;
+    mkdirSync(logDir, { recursive: true });
+    for (const nd of nodes) servers.push(spawn('ip', ['netns', 'exec', nd.name, tool.bin, 'server', String(LAT_PORT)], { stdio: 'ignore' }));
+    for (const [k, nd] of nodes.entries()) {
+      await api.create(service(`lat${k}`, latIP(k), 80, 'tcp'));
+      await api.create(slice(`lat${k}`, [nd.ip], LAT_PORT, 'tcp'));
+    }
+    const ctx: Ctx = { api, kubeconfig, logDir, tool, changes: o.changes, conns, next: { newService: 0, scaleUp: 0 } };
+    let created = 0;
+    for (const n of sizes) {
+      const objs: ApiObject[] = [];
+      for (let i = created; i < n; i++) objs.push(service(`b${i}`, svcIP(i)), slice(`b${i}`, benchEndpoints(i, 3)));
+      const c0 = performance.now();
+      await api.createAll(objs, 32, (d) => d % 5000 === 0 && process.stderr.write(`  ${d}/${objs.length} objects\n`));
+      created = n;
+      process.stderr.write(`  ${n} services: created ${objs.length} objects in ${r1((performance.now() - c0) / 1000)} s\n`);
+      await sleep(2000);
+      for (const mode of modes) {
+        rows.push(await phase('flatnet', mode, n, nodes[0]!, 0, ctx));
+        rows.push(await phase('kube-proxy', mode, n, nodes[1]!, 1, ctx));
+      }
+    }
+  } finally {
+    api.close();
+    for (const c of servers) await stopProc(c, 1000);
+    try {
+      cli('down', '--name', cluster);
+    } catch (err) {
+      process.stderr.write(`  cluster down failed: ${String(err)}\n`);
+    }
+    rmSync(tool.dir, { recursive: true, force: true });
   }
   return rows;
 }
 
-// standalone
-if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
-  const sizes = opt('sizes', '1000').split(',').map(Number);
+export function markdown(meta: { date: string; loadavg: number[] }, rows: Row[]): string {
+  const line = (r: Row): string =>
+    `| ${r.mode} | ${r.services} | ${r.impl} | ${r.initialSyncMs} | ${r.newServiceP50Ms} / ${r.newServiceP99Ms} | ${r.scaleUpP50Ms} / ${r.scaleUpP99Ms} | ` +
+    `${r.changeLatencyP99Ms} | ${r.cpuInitialS} / ${r.cpuTotalS} | ${r.rssMB} / ${r.peakRssMB} | ${r.connP50Us} / ${r.connP99Us} (${r.directConnP50Us}) | ${r.changes} | ${r.verified} |`;
+  const ratio = (a: number, b: number): string => (a > 0 && b > 0 ? `${r1(b / a)}x` : 'n/a');
+  const pairs: string[] = [];
+  for (const f of rows.filter((r) => r.impl === 'flatnet')) {
+    const u = rows.find((r) => r.impl === UPSTREAM && r.mode === f.mode && r.services === f.services);
+    if (!u) continue;
+    pairs.push(
+      `| ${f.mode} | ${f.services} | ${ratio(f.initialSyncMs, u.initialSyncMs)} | ${ratio(f.changeLatencyP99Ms, u.changeLatencyP99Ms)} | ${ratio(f.cpuTotalS, u.cpuTotalS)} | ${ratio(f.peakRssMB, u.peakRssMB)} |`,
+    );
+  }
+  return [
+    '# bench:proxy --vs upstream',
+    '',
+    `${meta.date}, load ${meta.loadavg.join(' ')} (2 shared cores). flatnet's daemon (the shipped bundle) and kube-proxy v1.35.4, each alone on a node of one local cluster (same apiserver, same objects), one after the other. Times in ms; new-connection latency in µs: p50 / p99 through the ClusterIP, and in brackets p50 straight to the endpoint. Changes alternate a new Service and a 3 -> 4 endpoint scale-up; "changes" counts those seen within the timeout.`,
+    '',
+    '| mode | services | impl | initial sync | new Service p50 / p99 | scale-up p50 / p99 | all changes p99 | CPU s initial / total | RSS / peak MB | new conn µs p50 / p99 (direct) | changes | verified |',
+    '|---|---|---|---|---|---|---|---|---|---|---|---|',
+    ...rows.map(line),
+    '',
+    'kube-proxy / flatnet (above 1 means flatnet is faster or smaller):',
+    '',
+    '| mode | services | initial sync | change p99 | CPU s | peak RSS |',
+    '|---|---|---|---|---|---|',
+    ...pairs,
+    '',
+  ].join('\n');
+}
+
+/** `npm run bench:proxy -- --vs upstream ...` (test/bench/proxy.ts) and the standalone run land here. */
+export async function main(): Promise<void> {
+  const sizes = opt('sizes', '100,1000,10000').split(',').map(Number);
   const changes = Number(opt('changes', '10'));
-  run({ sizes, changes })
-    .then((rows) => {
-      const dir = join(HERE, 'results');
-      mkdirSync(dir, { recursive: true });
-      const meta = { date: new Date().toISOString(), loadavg: loadavg().map((x) => Math.round(x * 100) / 100) };
-      writeFileSync(join(dir, `proxy-vs-upstream-${opt('mode', 'nftables')}.json`), JSON.stringify({ meta, rows }, null, 2) + '\n');
-      process.stdout.write(JSON.stringify({ meta, rows }, null, 2) + '\n');
-    })
-    .catch((e: unknown) => {
-      process.stderr.write(`proxy-vs-upstream failed: ${String((e as Error)?.stack ?? e)}\n`);
-      process.exit(1);
-    });
+  const rows = await run({ sizes, changes });
+  const dir = join(HERE, 'results');
+  mkdirSync(dir, { recursive: true });
+  const meta = { date: new Date().toISOString(), loadavg: loadavg().map((x) => Math.round(x * 100) / 100) };
+  const out = opt('out', 'proxy-vs-upstream');
+  writeFileSync(join(dir, `${out}.json`), JSON.stringify({ meta, rows }, null, 2) + '\n');
+  writeFileSync(join(dir, `${out}.md`), markdown(meta, rows));
+  process.stdout.write(markdown(meta, rows));
+}
+
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
+  main().catch((e: unknown) => {
+    process.stderr.write(`proxy-vs-upstream failed: ${String((e as Error)?.stack ?? e)}\n`);
+    process.exit(1);
+  });
 }

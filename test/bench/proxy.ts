@@ -5,7 +5,8 @@
 // Measures: initial sync time (lists in -> rules applied), one-Service change -> rules applied (p50/p99; changes
 // spaced 1.2 s apart so minSyncPeriod adds no wait), the sync's own duration, daemon RSS.
 // The API server is not in the loop (watch delivery adds a few ms on a local apiserver; not measured here).
-// --vs NAME imports test/bench/proxy-vs-NAME.ts (export run(opts) -> rows) and appends its rows (hook for comparisons).
+// --vs NAME hands the whole run to test/bench/proxy-vs-NAME.ts (its main()): `--vs upstream` is the side-by-side
+// comparison with upstream kube-proxy on a local cluster (see that file; results in results/proxy-vs-upstream.*).
 
 import type { V1EndpointSlice, V1Service } from '@kubernetes/client-node';
 import { execFileSync } from 'node:child_process';
@@ -211,16 +212,16 @@ async function benchSize(n: number): Promise<Row> {
 }
 
 async function main(): Promise<void> {
+  if (VS) {
+    const path = join(HERE, `proxy-vs-${VS}.ts`);
+    if (!existsSync(path)) throw new Error(`--vs ${VS}: ${path} does not exist`);
+    await ((await import(path)) as { main(): Promise<void> }).main();
+    return;
+  }
   const rows: Row[] = [];
   for (const n of SIZES) {
     process.stderr.write(`bench:proxy ${MODE} ${n} services x 3 endpoints\n`);
     rows.push(await benchSize(n));
-  }
-  if (VS) {
-    const path = join(HERE, `proxy-vs-${VS}.ts`);
-    if (!existsSync(path)) throw new Error(`--vs ${VS}: ${path} does not exist`);
-    const mod = (await import(path)) as { run(o: { sizes: number[]; changes: number }): Promise<Row[]> };
-    rows.push(...(await mod.run({ sizes: SIZES, changes: CHANGES })));
   }
   const meta = {
     date: new Date().toISOString(),

@@ -12,6 +12,7 @@ import { isAlive } from './control-plane/proc.ts';
 import { linkCniBinDir } from './nodes/cni-conf.ts';
 import {
   createUnderlay,
+  buildDaemonBundle,
   daemonAvailable,
   planNodes,
   registerNodes,
@@ -158,6 +159,7 @@ export async function up(o: UpOptions = {}, runner: Runner = new ExecRunner()): 
     if (proxyMode !== 'none') {
       if (proxyImpl === 'kube-proxy' || daemonAvailable()) {
         log(`starting ${proxyImpl === 'kube-proxy' ? 'upstream kube-proxy' : "flatnet's node daemon"} (${proxyMode}) on every node`);
+        if (proxyImpl !== 'kube-proxy') await buildDaemonBundle(s);
         for (const n of s.nodes) await startDaemon(s, n);
       } else {
         log(`proxy/main.ts does not exist yet: no node daemon started (services will not work)`);

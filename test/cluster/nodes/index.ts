@@ -16,6 +16,16 @@ import { applyUnderlay, externalIP, hostVethName, nodeIP, type UnderlayPlan } fr
 const REPO = join(import.meta.dirname, '..', '..', '..');
 export const DAEMON_MAIN = join(REPO, 'proxy', 'main.ts');
 
+/** The daemon as it ships: one ES module bundled from the sources at `up` (deploy/bundle-daemon.mjs), per cluster. */
+export function daemonBundle(s: ClusterState): string {
+  return join(s.dir, 'flatnet-proxy.mjs');
+}
+
+export async function buildDaemonBundle(s: ClusterState): Promise<void> {
+  const { bundleDaemon } = await import('../../../deploy/bundle-daemon.mjs');
+  await bundleDaemon(daemonBundle(s));
+}
+
 /** Fills in the node records (names, addresses, dirs) before anything is created. */
 export function planNodes(s: ClusterState): void {
   const names = nodeNames(s.name, s.options.nodes);
@@ -178,7 +188,8 @@ export function kubeProxyArgv(s: ClusterState, n: NodeRecord): string[] {
 
 export function daemonArgv(s: ClusterState, n: NodeRecord): string[] {
   if (s.options.proxyImpl === 'kube-proxy') return kubeProxyArgv(s, n);
-  const argv = [NODE24, DAEMON_MAIN];
+  // the bundle built at `up`; the sources when there is none (clusters created before bundling)
+  const argv = [NODE24, existsSync(daemonBundle(s)) ? daemonBundle(s) : DAEMON_MAIN];
   if (s.options.podNetwork === 'overlay') argv.push(`--config=${join(n.dir, 'daemon.yaml')}`);
   argv.push(
     `--kubeconfig=${s.daemonKubeconfig}`,

@@ -36,7 +36,7 @@ async function flush(): Promise<void> {
   for (let i = 0; i < 5; i++) await Promise.resolve();
 }
 
-function setup(fail: () => boolean = () => false) {
+function setup(fail: () => boolean = () => false, burst = 1) {
   const clock = new FakeClock();
   const runs: number[] = [];
   const r = new BoundedFrequencyRunner(
@@ -44,7 +44,7 @@ function setup(fail: () => boolean = () => false) {
       runs.push(clock.now());
       if (fail()) throw new Error('boom');
     },
-    { minIntervalMs: 1000, maxIntervalMs: 30000, retryIntervalMs: 2000, clock },
+    { minIntervalMs: 1000, maxIntervalMs: 30000, retryIntervalMs: 2000, clock, burst },
   );
   r.start();
   return { clock, runs, r };
@@ -102,5 +102,29 @@ describe('BoundedFrequencyRunner', () => {
     r.run();
     await clock.advance(100000);
     expect(runs).toEqual([]);
+  });
+
+  it('with burst 2, a second request within minInterval runs at once, a third waits for the window', async () => {
+    const { clock, runs, r } = setup(() => false, 2);
+    r.run();
+    await clock.advance(0);
+    await clock.advance(10);
+    r.run();
+    await clock.advance(0);
+    expect(runs).toEqual([0, 10]);
+    await clock.advance(10);
+    r.run();
+    await clock.advance(500);
+    expect(runs).toEqual([0, 10]); // two runs already in this 1 s window
+    await clock.advance(600); // t=1120: the window since t=0 has passed
+    expect(runs).toEqual([0, 10, 1000]);
+    // a sustained stream is still held to about one run per minInterval
+    for (let i = 0; i < 30; i++) {
+      r.run();
+      await clock.advance(100);
+    }
+    const inWindow = runs.filter((t) => t >= 1200 && t < 4200).length;
+    expect(inWindow).toBeLessThanOrEqual(6);
+    expect(inWindow).toBeGreaterThanOrEqual(3);
   });
 });
