@@ -1,6 +1,6 @@
 // Pure: ServicePlans -> an iptables-restore program (kube-proxy's rule shapes, in flatnet's own chains).
 //
-// nat:    PREROUTING/OUTPUT -> P-SERVICES (clusterIP, externalIPs, LB VIPs, then -> P-NODEPORTS)
+// nat:    PREROUTING/OUTPUT -> P-SERVICES (ClusterIP tree, externalIPs, LB VIPs, then -> P-NODEPORTS last)
 //         POSTROUTING -> P-POSTROUTING (MASQUERADE packets carrying the masquerade mark)
 //         P-MARK-MASQ sets the mark; per service port: P-SVC-<h> (cluster-wide endpoints), P-XLB-<h> (local
 //         endpoints), P-EXT-<h> (external traffic policy), P-FW-<h> (loadBalancerSourceRanges), P-SEP-<h> (endpoint)
@@ -10,8 +10,24 @@
 //         P-FIREWALL (CVE-2020-8558: localnet guard when localhost NodePorts are on)
 // P-PROXY-CANARY exists in mangle, nat and filter; if someone flushes our chains it disappears and we resync fully.
 //
-// A full program declares (flushes) and rewrites every chain; a partial one rewrites the top-level chains and only
+// ClusterIP tree (nat only). kube-proxy puts one rule per cluster IP in P-SERVICES, so a new connection walks every
+// service. Here P-SERVICES starts with one jump per level-1 bucket in use, and each cluster-IP rule (same comment,
+// match and target as kube-proxy's) lives in a leaf chain:
+//   P-SERVICES  -d 10.96.16.0/20 -j P-SVCT-0A601          level 1: the /20 (IPv4) or /116 (IPv6) of the cluster IP
+//   P-SVCT-0A601 -d 10.96.17.0/24 -j P-SVCL-0A6011        level 2: the /24 (IPv4) or /120 (IPv6)
+//   P-SVCL-0A6011 -m comment ... -d 10.96.17.5/32 -p tcp -m tcp --dport 80 -j P-SVC-<h>
+// so a new connection evaluates at most (level-1 buckets) + 16 + (rules of one leaf) rules, whatever the number of
+// services (a /12 service CIDR has at most 256 level-1 buckets of 16 leaves; IPv6 splits the low 12 bits as 4 + 8).
+// IPv4 bucket names are the hex of the prefix bits (5 digits for the /20, 6 for the /24); IPv6 ones are the first 12
+// characters of hash16 of the prefix. The jumps are -j, not -g: a packet no leaf rule matches returns and continues
+// with the externalIP/LB rules and the NodePorts rule. Filter-table rules, externalIPs, LB IPs and NodePorts stay flat.
+//
+// A full program declares (flushes) and rewrites every chain, including every bucket in use; a partial one edits the
+// top-level chains and the buckets rule by rule (a service's cluster-IP rule is -D/-I'ed in its leaf), rewrites only
 // the per-service chains of changed ServicePorts, keeps the others as they are, and flushes+deletes stale chains.
+// A partial sync that needs a bucket that does not exist yet declares only that chain (declaring an existing chain
+// would flush it) and inserts its jump in the parent. Buckets emptied by partial syncs stay (owned, still referenced)
+// until the next full sync, which does not write them, so the stale-chain logic deletes them.
 
 import { createHash } from 'node:crypto';
 import type { Endpoint, IpFamily, ProxyConfigView, SyncInput } from '../../model/types.ts';
@@ -45,9 +61,11 @@ export interface RenderResult {
   chainsWritten: number;
   /** per ServicePort key, its rules in the top-level chains (feed back as RenderState.top for the next partial) */
   top: Map<string, TopRule[]>;
+  /** the ClusterIP tree's bucket chains (nat) present after this program; a subset of chains.nat */
+  buckets: Set<string>;
 }
 
-/** One rule of a service in a shared top-level chain, as `-A CHAIN spec`. */
+/** One rule of a service in a shared top-level chain or ClusterIP leaf chain, as `-A CHAIN spec`. */
 export interface TopRule {
   table: Table;
   line: string;
@@ -55,7 +73,10 @@ export interface TopRule {
 
 /** What the kernel holds after the last successful program (from the previous RenderResult). */
 export interface RenderState {
-  /** chains flatnet owns now, per table */
+  /**
+   * chains flatnet owns now, per table. Partial syncs take the ClusterIP buckets that exist from here (a bucket chain
+   * exists exactly when its parent's jump to it does), so it must list every bucket chain in the kernel.
+   */
   chains?: Partial<Record<Table, ReadonlySet<string>>>;
   /** per-service top-level rules now in the kernel; required for partial syncs */
   top?: ReadonlyMap<string, TopRule[]>;
@@ -159,6 +180,53 @@ export function hash16(s: string): string {
   return out;
 }
 
+/** The two buckets of a cluster IP in the ClusterIP tree: level 1 (in P-SERVICES) and the leaf (in level 1). */
+export interface ClusterIPBuckets {
+  l1: string;
+  l1Cidr: string;
+  leaf: string;
+  leafCidr: string;
+}
+
+const bucketCache = new Map<string, ClusterIPBuckets | null>();
+
+/** Bucket chains of a cluster IP (IPv4: /20 and /24; IPv6: /116 and /120); undefined if it does not parse. */
+export function clusterIPBuckets(ip: string, prefix = 'FLATNET'): ClusterIPBuckets | undefined {
+  const ck = `${prefix} ${ip}`;
+  const hit = bucketCache.get(ck);
+  if (hit !== undefined) return hit ?? undefined;
+  let b: ClusterIPBuckets | null = null;
+  const bits = ipBits(ip);
+  if (bits?.length === 32) {
+    const n = parseInt(bits, 2);
+    const quad = (x: number): string => [24, 16, 8, 0].map((sh) => (x >>> sh) & 255).join('.');
+    const hex = (x: number, w: number): string => x.toString(16).toUpperCase().padStart(w, '0');
+    b = {
+      l1: `${prefix}-SVCT-${hex(n >>> 12, 5)}`,
+      l1Cidr: `${quad(n & 0xfffff000)}/20`,
+      leaf: `${prefix}-SVCL-${hex(n >>> 8, 6)}`,
+      leafCidr: `${quad(n & 0xffffff00)}/24`,
+    };
+  } else if (bits?.length === 128) {
+    const l1Cidr = `${bitsToV6(bits.slice(0, 116).padEnd(128, '0'))}/116`;
+    const leafCidr = `${bitsToV6(bits.slice(0, 120).padEnd(128, '0'))}/120`;
+    b = {
+      l1: `${prefix}-SVCT-${hash16(l1Cidr).slice(0, 12)}`,
+      l1Cidr,
+      leaf: `${prefix}-SVCL-${hash16(leafCidr).slice(0, 12)}`,
+      leafCidr,
+    };
+  }
+  if (bucketCache.size > 200_000) bucketCache.clear();
+  bucketCache.set(ck, b);
+  return b ?? undefined;
+}
+
+/** Is this one of the ClusterIP tree's bucket chains? */
+export function isBucketChain(chain: string, prefix = 'FLATNET'): boolean {
+  return chain.startsWith(`${prefix}-SVCT-`) || chain.startsWith(`${prefix}-SVCL-`);
+}
+
 export interface ServiceChains {
   svc: string;
   xlb: string;
@@ -211,6 +279,8 @@ function portMatch(proto: string, port: number): string {
 
 class Writer {
   readonly chains: Record<Table, string[]> = { filter: [], nat: [], mangle: [] };
+  /** rules before all others (the ClusterIP tree's jumps, ahead of the externalIP/LB rules in P-SERVICES) */
+  readonly head: Record<Table, string[]> = { filter: [], nat: [], mangle: [] };
   readonly rules: Record<Table, string[]> = { filter: [], nat: [], mangle: [] };
   readonly tail: Record<Table, string[]> = { filter: [], nat: [], mangle: [] };
   declare(t: Table, c: string): void {
@@ -222,10 +292,10 @@ class Writer {
   render(): string {
     const out: string[] = [];
     for (const t of ['mangle', 'filter', 'nat'] as const) {
-      if (!this.chains[t].length && !this.rules[t].length && !this.tail[t].length) continue;
+      if (!this.chains[t].length && !this.head[t].length && !this.rules[t].length && !this.tail[t].length) continue;
       // (no spread into push: programs reach hundreds of thousands of lines)
       out.push(`*${t}`);
-      for (const part of [this.chains[t], this.rules[t], this.tail[t]]) for (const l of part) out.push(l);
+      for (const part of [this.chains[t], this.head[t], this.rules[t], this.tail[t]]) for (const l of part) out.push(l);
       out.push('COMMIT');
     }
     return out.join('\n') + '\n';
@@ -292,6 +362,29 @@ export function renderRules(input: SyncInput, opts: RuleOptions = {}, state?: Re
     );
   }
 
+  // ClusterIP tree: full syncs write every bucket in use; partial ones create the missing buckets they need and keep
+  // every existing one (an emptied bucket is still referenced by its parent's jump until the next full sync)
+  const bucketsUsed = new Map<string, ClusterIPBuckets>(); // leaf chain -> buckets (full syncs)
+  const buckets = new Set<string>();
+  if (!input.full) for (const c of existing?.nat ?? []) if (isBucketChain(c, prefix)) buckets.add(c);
+  const useBucket = (b: ClusterIPBuckets, write: boolean): void => {
+    if (input.full) {
+      bucketsUsed.set(b.leaf, b);
+      return;
+    }
+    if (!write) return;
+    if (!buckets.has(b.l1)) {
+      buckets.add(b.l1);
+      w.declare('nat', b.l1);
+      w.head.nat.push(`-I ${n.services} 1 -d ${b.l1Cidr} -j ${b.l1}`);
+    }
+    if (!buckets.has(b.leaf)) {
+      buckets.add(b.leaf);
+      w.declare('nat', b.leaf);
+      w.head.nat.push(`-A ${b.l1} -d ${b.leafCidr} -j ${b.leaf}`);
+    }
+  };
+
   const topOut = new Map<string, TopRule[]>();
   const chunk = opts.chunkServices ?? 1000;
   const chunks: Writer[] = [];
@@ -328,7 +421,9 @@ export function renderRules(input: SyncInput, opts: RuleOptions = {}, state?: Re
 
     // --- top-level nat
     if (hasInternal) {
-      top('nat', `-A ${n.services} ${comment(`${name} cluster IP`)} -d ${withMask(s.clusterIP, fam)} ${pm} -j ${internalChain}`);
+      const b = clusterIPBuckets(s.clusterIP, prefix);
+      if (b) useBucket(b, write);
+      top('nat', `-A ${b ? b.leaf : n.services} ${comment(`${name} cluster IP`)} -d ${withMask(s.clusterIP, fam)} ${pm} -j ${internalChain}`);
     }
     if (usesExt) {
       for (const ip of s.externalIPs) {
@@ -468,6 +563,24 @@ export function renderRules(input: SyncInput, opts: RuleOptions = {}, state?: Re
     }
   }
 
+  if (input.full) {
+    // level-1 jumps first in SERVICES (before the externalIP/LB rules written above in program order), then leaves
+    const l1 = new Map<string, string>();
+    const leaves = [...bucketsUsed.values()].sort((a, b) => (a.leaf < b.leaf ? -1 : a.leaf > b.leaf ? 1 : 0));
+    for (const b of leaves) l1.set(b.l1, b.l1Cidr);
+    for (const [c, cidr] of [...l1].sort((a, b) => (a[0] < b[0] ? -1 : 1))) {
+      w.declare('nat', c);
+      w.head.nat.push(`-A ${n.services} -d ${cidr} -j ${c}`);
+      buckets.add(c);
+    }
+    for (const b of leaves) {
+      w.declare('nat', b.leaf);
+      w.head.nat.push(`-A ${b.l1} -d ${b.leafCidr} -j ${b.leaf}`);
+      buckets.add(b.leaf);
+    }
+  }
+  for (const c of buckets) owned.nat.add(c);
+
   // NodePorts: last in SERVICES
   const npa = cfg.nodePortAddresses.filter((a) => a !== 'primary');
   const npTarget = `${comment('flatnet service nodeports; NOTE: this must be the last rule in this chain')}`;
@@ -503,7 +616,7 @@ export function renderRules(input: SyncInput, opts: RuleOptions = {}, state?: Re
     w.tail[j.table].push(`-I ${j.chain} 1 ${j.args.map((a) => (/^[\w./:,!=+-]+$/.test(a) ? a : `"${a}"`)).join(' ')}`);
   }
   const programs = [...chunks.map((c) => c.render()), w.render()];
-  return { text: programs.join(''), programs, chains: owned, deleted, chainsWritten, top: topOut };
+  return { text: programs.join(''), programs, chains: owned, deleted, chainsWritten, top: topOut, buckets };
 }
 
 /** Does CIDR text contain IP text? (IPv4 and IPv6; small, dependency-free) */
@@ -515,6 +628,26 @@ export function cidrContainsText(cidr: string, ip: string): boolean {
   const len = lenText === undefined ? a.length : Number(lenText);
   for (let i = 0; i < len; i++) if (a[i] !== b[i]) return false;
   return true;
+}
+
+/** 128 bits as IPv6 text, the longest run of two or more zero groups compressed to '::'. */
+function bitsToV6(bits: string): string {
+  const g: string[] = [];
+  for (let i = 0; i < 128; i += 16) g.push(parseInt(bits.slice(i, i + 16), 2).toString(16));
+  let best = -1;
+  let bestLen = 1;
+  for (let i = 0; i < 8; ) {
+    if (g[i] !== '0') {
+      i++;
+      continue;
+    }
+    let j = i;
+    while (j < 8 && g[j] === '0') j++;
+    if (j - i > bestLen) [best, bestLen] = [i, j - i];
+    i = j;
+  }
+  if (best < 0) return g.join(':');
+  return `${g.slice(0, best).join(':')}::${g.slice(best + bestLen).join(':')}`;
 }
 
 function ipBits(ip: string): string | undefined {

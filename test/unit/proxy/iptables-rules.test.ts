@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { planServices } from '../../../proxy/model/plan.ts';
 import type { Endpoint, NodeInfo, ProxyConfigView, ServicePort, SyncInput } from '../../../proxy/model/types.ts';
-import { endpointChain, renderRules, serviceChains, topNames } from '../../../proxy/backends/iptables/rules.ts';
+import { clusterIPBuckets, endpointChain, renderRules, serviceChains, topNames, type RenderResult } from '../../../proxy/backends/iptables/rules.ts';
 import { IptablesTracer, type Packet } from '../../helpers/tracer-iptables.ts';
 import { servicePort } from '../../helpers/proxy-fixtures.ts';
 
@@ -256,11 +256,23 @@ function applyProgram(prev: Kernel, text: string): Kernel {
   return k;
 }
 
-/** chains with their rules; order-insensitive inside the shared per-service chains, ordered elsewhere */
-function snapshot(k: Kernel): Record<string, string[]> {
+/**
+ * chains with their rules; order-insensitive inside the shared per-service chains and the ClusterIP buckets, ordered
+ * elsewhere. Empty ClusterIP buckets (left by partial syncs until the next full one) and the jumps to them are pruned.
+ */
+function snapshot(k0: Kernel): Record<string, string[]> {
+  const k: Kernel = new Map([...k0].map(([c, r]) => [c, [...r]]));
+  for (const level of ['SVCL', 'SVCT']) {
+    for (const [c, rules] of [...k]) {
+      const m = new RegExp(`^nat (FLATNET-${level}-\\S+)$`).exec(c);
+      if (!m || rules.length) continue;
+      k.delete(c);
+      for (const [, rs] of k) for (let i = rs.length - 1; i >= 0; i--) if (rs[i]!.endsWith(`-j ${m[1]}`)) rs.splice(i, 1);
+    }
+  }
   const out: Record<string, string[]> = {};
   for (const [c, rules] of [...k].sort()) {
-    const shared = /FLATNET-(SERVICES|EXTERNAL-SERVICES|NODEPORTS|PROXY-FIREWALL)$/.test(c);
+    const shared = /FLATNET-(SERVICES|EXTERNAL-SERVICES|NODEPORTS|PROXY-FIREWALL|SVCT-\S+|SVCL-\S+)$/.test(c);
     out[c] = shared ? [...rules.slice(0, rules.length - rules.filter((r) => r.includes('must be the last rule')).length)].sort().concat(rules.filter((r) => r.includes('must be the last rule'))) : rules;
   }
   return out;
@@ -279,7 +291,7 @@ describe('iptables rules: text', () => {
       [
         `:${ch.svc} - [0:0]`,
         `:${sep} - [0:0]`,
-        `-A FLATNET-SERVICES -m comment --comment "ns/one cluster IP" -d 10.96.0.5/32 -p tcp -m tcp --dport 80 -j ${ch.svc}`,
+        `-A FLATNET-SVCL-0A6000 -m comment --comment "ns/one cluster IP" -d 10.96.0.5/32 -p tcp -m tcp --dport 80 -j ${ch.svc}`,
         `-A ${ch.svc} -m comment --comment "ns/one cluster IP" ! -s 10.244.0.0/16 -d 10.96.0.5/32 -p tcp -m tcp --dport 80 -j FLATNET-MARK-MASQ`,
         `-A ${ch.svc} -m comment --comment "ns/one -> 10.244.2.5:8080" -j ${sep}`,
         `-A ${sep} -m comment --comment "ns/one" -s 10.244.2.5/32 -j FLATNET-MARK-MASQ`,
@@ -289,6 +301,13 @@ describe('iptables rules: text', () => {
     expect(res.text).toContain('-A FLATNET-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN');
     expect(res.text).toContain('-A FLATNET-MARK-MASQ -j MARK --or-mark 0x4000');
     for (const name of Object.values(topNames())) expect(res.text).toContain(`:${name} - [0:0]`);
+    // the tree above the leaf
+    expect(res.text).toContain('\n:FLATNET-SVCT-0A600 - [0:0]\n');
+    expect(res.text).toContain('\n:FLATNET-SVCL-0A6000 - [0:0]\n');
+    expect(res.text).toContain('\n-A FLATNET-SERVICES -d 10.96.0.0/20 -j FLATNET-SVCT-0A600\n');
+    expect(res.text).toContain('\n-A FLATNET-SVCT-0A600 -d 10.96.0.0/24 -j FLATNET-SVCL-0A6000\n');
+    expect(res.text).not.toMatch(/^-A FLATNET-SERVICES .*cluster IP/m);
+    expect([...res.buckets].sort()).toEqual(['FLATNET-SVCL-0A6000', 'FLATNET-SVCT-0A600']);
   });
 
   it('masquerade bit is configurable', () => {
@@ -320,9 +339,13 @@ describe('iptables rules: text', () => {
     // shared chains are edited, not flushed; unchanged services are not mentioned at all
     expect(partial.text).not.toContain(':FLATNET-SERVICES ');
     expect(partial.text).not.toContain(serviceChains('ns/aff:/TCP/v4').svc);
-    expect(partial.text).toMatch(new RegExp(`^-D FLATNET-SERVICES .* -j ${dnsSvc}$`, 'm'));
+    expect(partial.text).toMatch(new RegExp(`^-D FLATNET-SVCL-0A6000 .* -j ${dnsSvc}$`, 'm'));
     // web's entry rule did not change (same SVC chain): it is neither deleted nor re-inserted
-    expect(partial.text).not.toMatch(new RegExp(`^-[DI] FLATNET-SERVICES .* -j ${web.svc}$`, 'm'));
+    expect(partial.text).not.toMatch(new RegExp(`^-[DI] FLATNET-\\S+ .* -j ${web.svc}$`, 'm'));
+    // the bucket exists and is neither redeclared (flushed) nor deleted
+    expect(partial.text).not.toContain('FLATNET-SVCT-');
+    expect(partial.text).not.toContain(':FLATNET-SVCL-');
+    expect(partial.chains.nat).toContain('FLATNET-SVCL-0A6000');
     // kernel model: full(old) + partial(new) == full(new)
     const fullNew = renderRules({ full: true, changed: new Set(), plans: planServices(all, endpoints, node, 4), node, config: baseConfig, family: 4 });
     const kernel = applyProgram(applyProgram(new Map(), full.text), partial.text);
@@ -375,5 +398,196 @@ describe('iptables rules: text', () => {
       const want = renderRules({ full: true, changed: new Set(), plans, node, config: baseConfig, family: 4 });
       expect(snapshot(kernel), `round ${round}`).toEqual(snapshot(applyProgram(new Map(), want.text)));
     }
+  });
+});
+
+describe('iptables rules: ClusterIP prefix tree', () => {
+  const input = (services: ServicePort[], endpoints: Map<string, Endpoint[]>, full = true, changed: string[] = []): SyncInput => ({
+    full,
+    changed: new Set(changed),
+    plans: planServices(new Map(services.map((s) => [s.key, s])), endpoints, node, 4),
+    node,
+    config: baseConfig,
+    family: 4,
+  });
+  /** services over three /20s (10.96.0.0/20 twice in one /24 and once in another, 10.96.16.0/20, 10.97.0.0/20) */
+  function spread(): { services: ServicePort[]; endpoints: Map<string, Endpoint[]> } {
+    const services = [
+      sp('a', { clusterIP: '10.96.0.10', nodePort: 30080, externalIPs: ['192.0.2.10'] }),
+      sp('b', { clusterIP: '10.96.0.11' }),
+      sp('c', { clusterIP: '10.96.5.1', loadBalancerIPs: [{ ip: '198.51.100.7', ipMode: 'VIP' }] }),
+      sp('d', { clusterIP: '10.96.17.200' }),
+      sp('e', { clusterIP: '10.97.0.1', externalIPs: ['10.96.0.99'] }),
+    ];
+    const endpoints = new Map(services.map((s, i) => [s.key, [ep(`10.244.2.${i + 10}`, 'n2')]]));
+    return { services, endpoints };
+  }
+  const natChain = (k: Kernel, c: string): string[] => k.get(`nat ${c}`) ?? [];
+  const bucketChains = (k: Kernel): string[] => [...k.keys()].filter((c) => /^nat FLATNET-SVC[TL]-/.test(c)).map((c) => c.slice(4)).sort();
+
+  it('bucket names: IPv4 hex of the prefix bits, deterministic, prefix kept', () => {
+    expect(clusterIPBuckets('10.96.17.5')).toEqual({
+      l1: 'FLATNET-SVCT-0A601',
+      l1Cidr: '10.96.16.0/20',
+      leaf: 'FLATNET-SVCL-0A6011',
+      leafCidr: '10.96.17.0/24',
+    });
+    expect(clusterIPBuckets('200.255.255.254', 'FT1234X')).toEqual({
+      l1: 'FT1234X-SVCT-C8FFF',
+      l1Cidr: '200.255.240.0/20',
+      leaf: 'FT1234X-SVCL-C8FFFF',
+      leafCidr: '200.255.255.0/24',
+    });
+    expect(clusterIPBuckets('not-an-ip')).toBeUndefined();
+  });
+
+  it('IPv6 buckets: /116 and /120, names <= 28 characters', () => {
+    const a = clusterIPBuckets('fd00:1234:5678:9abc:def0:1234:5678:9abc', 'ABCDEFG')!;
+    expect(a.l1Cidr).toBe('fd00:1234:5678:9abc:def0:1234:5678:9000/116');
+    expect(a.leafCidr).toBe('fd00:1234:5678:9abc:def0:1234:5678:9a00/120');
+    expect(a.l1).toMatch(/^ABCDEFG-SVCT-[A-Z2-7]{12}$/);
+    expect(a.leaf).toMatch(/^ABCDEFG-SVCL-[A-Z2-7]{12}$/);
+    expect(a.l1.length).toBeLessThanOrEqual(28);
+    expect(a.leaf.length).toBeLessThanOrEqual(28);
+    expect(clusterIPBuckets('fd00::10')).toMatchObject({ l1Cidr: 'fd00::/116', leafCidr: 'fd00::/120' });
+    const sameLeaf = clusterIPBuckets('fd00:1234:5678:9abc:def0:1234:5678:9a01', 'ABCDEFG')!;
+    const sameL1 = clusterIPBuckets('fd00:1234:5678:9abc:def0:1234:5678:9b01', 'ABCDEFG')!;
+    const other = clusterIPBuckets('fd00:1234:5678:9abc:def0:1234:5678:a001', 'ABCDEFG')!;
+    expect(sameLeaf).toEqual(a);
+    expect(sameL1.l1).toBe(a.l1);
+    expect(sameL1.leaf).not.toBe(a.leaf);
+    expect(other.l1).not.toBe(a.l1);
+    // a v6 service is reached through its buckets
+    const s = sp('v6', { family: 6, clusterIP: 'fd00:1234:5678:9abc:def0:1234:5678:9abc' });
+    const n6 = { ...node, ips: ['fd00:1::1'] };
+    const plans = planServices(new Map([[s.key, s]]), new Map([[s.key, [ep('fd00:244::5', 'n2')]]]), n6, 6);
+    const res = renderRules({ full: true, changed: new Set(), plans, node: n6, config: { ...baseConfig, clusterCIDRs: ['fd00:244::/56'] }, family: 6 }, { chainPrefix: 'ABCDEFG' });
+    expect(res.text).toContain(`-A ABCDEFG-SERVICES -d ${a.l1Cidr} -j ${a.l1}\n`);
+    expect(res.text).toContain(`-A ${a.l1} -d ${a.leafCidr} -j ${a.leaf}\n`);
+    expect(res.text).toMatch(new RegExp(`^-A ${a.leaf} .*cluster IP.* -j ABCDEFG-SVC-`, 'm'));
+    const tr = new IptablesTracer(res.text, { localAddrs: n6.ips, chainPrefix: 'ABCDEFG' });
+    expect(tr.trace(tcp('fd00:244::9', s.clusterIP, 80)).endpoints).toEqual(['[fd00:244::5]:8080']);
+  });
+
+  it('full sync: bucket jumps first in SERVICES, before externalIP/LB rules and the NodePorts rule (last)', () => {
+    const { services, endpoints } = spread();
+    const res = renderRules(input(services, endpoints));
+    const k = applyProgram(new Map(), res.text);
+    const svc = natChain(k, 'FLATNET-SERVICES');
+    const kind = (r: string): string =>
+      /-j FLATNET-SVCT-/.test(r) ? 'tree' : r.includes('must be the last rule') ? 'nodeports' : /external IP|loadbalancer IP/.test(r) ? 'ext' : r;
+    expect(svc.map(kind)).toEqual(['tree', 'tree', 'tree', 'ext', 'ext', 'ext', 'nodeports']);
+    expect(svc.slice(0, 3)).toEqual([
+      '-d 10.96.0.0/20 -j FLATNET-SVCT-0A600',
+      '-d 10.96.16.0/20 -j FLATNET-SVCT-0A601',
+      '-d 10.97.0.0/20 -j FLATNET-SVCT-0A610',
+    ]);
+    expect(svc.some((r) => r.includes('cluster IP'))).toBe(false);
+    // level 1 holds only jumps to its leaves
+    expect(natChain(k, 'FLATNET-SVCT-0A600')).toEqual(['-d 10.96.0.0/24 -j FLATNET-SVCL-0A6000', '-d 10.96.5.0/24 -j FLATNET-SVCL-0A6005']);
+    expect(bucketChains(k)).toEqual([
+      'FLATNET-SVCL-0A6000',
+      'FLATNET-SVCL-0A6005',
+      'FLATNET-SVCL-0A6011',
+      'FLATNET-SVCL-0A6100',
+      'FLATNET-SVCT-0A600',
+      'FLATNET-SVCT-0A601',
+      'FLATNET-SVCT-0A610',
+    ]);
+    expect([...res.buckets].sort()).toEqual(bucketChains(k));
+    // traces: every cluster IP through the tree; externalIP inside a bucket's /20 falls through the bucket (jump,
+    // not goto) to its externalIP rule; NodePorts still work
+    const tr = new IptablesTracer(res.text, { localAddrs: node.ips });
+    services.forEach((s, i) => expect(tr.trace(tcp(POD, s.clusterIP, 80)).endpoints, s.name).toEqual([`10.244.2.${i + 10}:8080`]));
+    expect(tr.trace(tcp(POD, '10.96.0.12', 80)).verdict).toBe('ACCEPT');
+    expect(tr.trace(tcp(OUT, '10.96.0.99', 80)).endpoints).toEqual(['10.244.2.14:8080']);
+    expect(tr.trace(tcp(OUT, '192.0.2.10', 80)).endpoints).toEqual(['10.244.2.10:8080']);
+    expect(tr.trace(tcp(OUT, '198.51.100.7', 80)).endpoints).toEqual(['10.244.2.12:8080']);
+    expect(tr.trace(tcp(OUT, '192.168.0.1', 30080)).endpoints).toEqual(['10.244.2.10:8080']);
+  });
+
+  it('services in the same /24 share a leaf', () => {
+    const { services, endpoints } = spread();
+    const k = applyProgram(new Map(), renderRules(input(services, endpoints)).text);
+    const leaf = natChain(k, 'FLATNET-SVCL-0A6000');
+    expect(leaf).toHaveLength(2);
+    expect(leaf.join('\n')).toContain('-d 10.96.0.10/32 -p tcp -m tcp --dport 80 -j ' + serviceChains('ns/a:/TCP/v4').svc);
+    expect(leaf.join('\n')).toContain('-d 10.96.0.11/32 -p tcp -m tcp --dport 80 -j ' + serviceChains('ns/b:/TCP/v4').svc);
+    expect(natChain(k, 'FLATNET-SVCL-0A6011')).toEqual([
+      `-m comment --comment "ns/d cluster IP" -d 10.96.17.200/32 -p tcp -m tcp --dport 80 -j ${serviceChains('ns/d:/TCP/v4').svc}`,
+    ]);
+  });
+
+  /** full sync, then partial syncs; checks each program against the strict kernel model and a fresh full sync */
+  function chainOfSyncs() {
+    const { services, endpoints } = spread();
+    let res: RenderResult = renderRules(input(services, endpoints));
+    let kernel = applyProgram(new Map(), res.text);
+    const step = (next: ServicePort[], changed: string[]): RenderResult => {
+      res = renderRules(input(next, endpoints, false, changed), {}, { chains: res.chains, top: res.top });
+      kernel = applyProgram(kernel, res.text);
+      expect(snapshot(kernel)).toEqual(snapshot(applyProgram(new Map(), renderRules(input(next, endpoints)).text)));
+      return res;
+    };
+    return { services, endpoints, step, kernel: () => kernel, res: () => res };
+  }
+
+  it('partial sync adding a service in a new /20 declares only the new buckets and jumps to them', () => {
+    const c = chainOfSyncs();
+    const nw = sp('new', { clusterIP: '10.100.33.4' });
+    c.endpoints.set(nw.key, [ep('10.244.2.99', 'n2')]);
+    const before = new Map([...c.kernel()].map(([k, r]) => [k, [...r]]));
+    const p = c.step([...c.services, nw], [nw.key]);
+    const declared = p.text.split('\n').filter((l) => l.startsWith(':'));
+    expect(declared.filter((l) => l.includes('-SVC') && !l.includes('-SVC-'))).toEqual([':FLATNET-SVCT-0A642 - [0:0]', ':FLATNET-SVCL-0A6421 - [0:0]']);
+    expect(p.text).toContain('\n-I FLATNET-SERVICES 1 -d 10.100.32.0/20 -j FLATNET-SVCT-0A642\n');
+    expect(p.text).toContain('\n-A FLATNET-SVCT-0A642 -d 10.100.33.0/24 -j FLATNET-SVCL-0A6421\n');
+    expect(p.text).toMatch(/^-I FLATNET-SVCL-0A6421 1 .*"ns\/new cluster IP" -d 10\.100\.33\.4\/32 /m);
+    // existing buckets untouched (not flushed), NodePorts still last
+    for (const b of bucketChains(before)) expect(natChain(c.kernel(), b)).toEqual(natChain(before, b));
+    const svc = natChain(c.kernel(), 'FLATNET-SERVICES');
+    expect(svc[svc.length - 1]).toContain('must be the last rule');
+    expect(p.chains.nat).toContain('FLATNET-SVCT-0A642');
+    expect(p.buckets).toContain('FLATNET-SVCL-0A6421');
+    // a new /24 in an existing /20: only the leaf is declared, and its jump appended to the existing level 1
+    const nw2 = sp('new2', { clusterIP: '10.96.9.9' });
+    c.endpoints.set(nw2.key, [ep('10.244.2.98', 'n2')]);
+    const p2 = c.step([...c.services, nw, nw2], [nw2.key]);
+    expect(p2.text.split('\n').filter((l) => /^:FLATNET-SVC[TL]-/.test(l))).toEqual([':FLATNET-SVCL-0A6009 - [0:0]']);
+    expect(p2.text).toContain('\n-A FLATNET-SVCT-0A600 -d 10.96.9.0/24 -j FLATNET-SVCL-0A6009\n');
+    expect(p2.text).not.toContain('-I FLATNET-SERVICES');
+  });
+
+  it('partial sync removing the last service of a bucket keeps the bucket; the next full sync deletes it', () => {
+    const c = chainOfSyncs();
+    const dKey = 'ns/d:/TCP/v4';
+    const eKey = 'ns/e:/TCP/v4';
+    const rest = c.services.filter((s) => s.key !== dKey && s.key !== eKey);
+    const p = c.step(rest, [dKey, eKey]);
+    expect(p.text).toMatch(new RegExp(`^-D FLATNET-SVCL-0A6011 .* -j ${serviceChains(dKey).svc}$`, 'm'));
+    expect(p.text).not.toMatch(/FLATNET-SVCT-|:FLATNET-SVCL-|-X FLATNET-SVC[TL]/);
+    expect(p.deleted.nat.filter((x) => /SVC[TL]-/.test(x))).toEqual([]);
+    // the emptied buckets are still owned (referenced) and present, empty
+    for (const b of ['FLATNET-SVCT-0A601', 'FLATNET-SVCL-0A6011', 'FLATNET-SVCT-0A610', 'FLATNET-SVCL-0A6100']) {
+      expect(p.chains.nat.has(b), b).toBe(true);
+      expect(c.kernel().has(`nat ${b}`), b).toBe(true);
+    }
+    expect(natChain(c.kernel(), 'FLATNET-SVCL-0A6011')).toEqual([]);
+    // another partial sync that changes nothing in the tree keeps owning them
+    const again = c.step(rest, ['ns/a:/TCP/v4']);
+    expect(again.chains.nat.has('FLATNET-SVCL-0A6011')).toBe(true);
+    // full sync: the empty buckets and their jumps are gone, the used ones rewritten
+    const full = renderRules(input(rest, c.endpoints), {}, { chains: again.chains, top: again.top });
+    expect(full.deleted.nat.filter((x) => /SVC[TL]-/.test(x))).toEqual(['FLATNET-SVCL-0A6011', 'FLATNET-SVCL-0A6100', 'FLATNET-SVCT-0A601', 'FLATNET-SVCT-0A610']);
+    const k = applyProgram(c.kernel(), full.text);
+    expect(bucketChains(k)).toEqual(['FLATNET-SVCL-0A6000', 'FLATNET-SVCL-0A6005', 'FLATNET-SVCT-0A600']);
+    expect(natChain(k, 'FLATNET-SERVICES').filter((r) => r.includes('SVCT'))).toEqual(['-d 10.96.0.0/20 -j FLATNET-SVCT-0A600']);
+    expect([...full.buckets].sort()).toEqual(bucketChains(k));
+    // and a bucket that comes back in a partial sync after that is re-created
+    const back = c.services.find((s) => s.key === dKey)!;
+    const p2 = renderRules(input([...rest, back], c.endpoints, false, [dKey]), {}, { chains: full.chains, top: full.top });
+    expect(p2.text).toContain(':FLATNET-SVCT-0A601 - [0:0]');
+    expect(p2.text).toContain(':FLATNET-SVCL-0A6011 - [0:0]');
+    expect(natChain(applyProgram(k, p2.text), 'FLATNET-SVCL-0A6011')).toHaveLength(1);
   });
 });
