@@ -26,6 +26,8 @@ export interface KubeClientOptions {
   timeoutMs?: number;
   /** how long a token read from tokenFile is used before the file is read again (default 60 s) */
   tokenRefreshMs?: number;
+  /** connections per host the keep-alive agent opens (default Infinity) */
+  maxSockets?: number;
 }
 
 const MAX_ERROR_BODY = 64 * 1024;
@@ -57,13 +59,14 @@ export class KubeClient {
     this.agent = this.secure
       ? new https.Agent({
           keepAlive: true,
+          ...(opts.maxSockets ? { maxSockets: opts.maxSockets } : {}),
           ca: config.ca,
           cert: config.cert,
           key: config.key,
           rejectUnauthorized: !config.insecureSkipTLSVerify,
           ...(config.tlsServerName ? { servername: config.tlsServerName } : {}),
         })
-      : new http.Agent({ keepAlive: true });
+      : new http.Agent({ keepAlive: true, ...(opts.maxSockets ? { maxSockets: opts.maxSockets } : {}) });
   }
 
   /** GET a path (with query) and parse the JSON body. */
@@ -74,6 +77,16 @@ export class KubeClient {
   /** PATCH with the given content type (application/merge-patch+json by default); returns the patched object. */
   async patch<T>(path: string, body: unknown, contentType = 'application/merge-patch+json', signal?: AbortSignal): Promise<T> {
     return this.json<T>('PATCH', path, JSON.stringify(body), contentType, signal);
+  }
+
+  /** POST an object to a collection path; returns the created object. */
+  async create<T>(path: string, body: unknown, signal?: AbortSignal): Promise<T> {
+    return this.json<T>('POST', path, JSON.stringify(body), 'application/json', signal);
+  }
+
+  /** PUT an object to its path (no resourceVersion in the body: last write wins); returns the stored object. */
+  async replace<T>(path: string, body: unknown, signal?: AbortSignal): Promise<T> {
+    return this.json<T>('PUT', path, JSON.stringify(body), 'application/json', signal);
   }
 
   /**

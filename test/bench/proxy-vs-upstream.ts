@@ -40,6 +40,10 @@ const opt = (name: string, def: string): string => {
 };
 const LAT_PORT = 9000;
 const UPSTREAM = 'kube-proxy v1.35.4';
+/** Node flags for flatnet's daemon (experiments: FLATNET_BENCH_NODE_FLAGS="--max-semi-space-size=4") */
+const NODE_FLAGS = (process.env.FLATNET_BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean);
+/** proxies running now (killed if the run is interrupted) */
+const live = new Set<ChildProcess>();
 
 export interface Row {
   impl: string;
@@ -62,6 +66,8 @@ export interface Row {
   connP90Us: number;
   connP99Us: number;
   directConnP50Us: number;
+  /** median over 10 interleaved rounds of p50(via ClusterIP) / p50(direct): the proxy's share, robust to drift */
+  connRatio: number;
   verified: boolean;
 }
 
@@ -153,8 +159,11 @@ function hasBenchEndpoint(impl: string, mode: string, node: string, i: number, k
   const addr = epIP(i, k);
   const run = (argv: string[]): string => tryOut(['ip', 'netns', 'exec', node, ...argv]);
   if (mode === 'iptables') {
-    const chain = impl === 'flatnet' ? serviceChains(servicePortKey('default', `b${i}`, 'http', 'TCP', 4)).svc : `KUBE-SVC-${hash16(`default/b${i}:httptcp`)}`;
-    return run(['iptables', '-w', '-t', 'nat', '-S', chain]).includes(`${addr}:8080`);
+    if (impl === 'flatnet') return run(['iptables', '-w', '-t', 'nat', '-S', serviceChains(servicePortKey('default', `b${i}`, 'http', 'TCP', 4)).svc]).includes(`${addr}:8080`);
+    // kube-proxy drops its "-> addr:port" comments above 1000 endpoints: look for the endpoint's chain name instead
+    // (KUBE-SEP- + hash of service port name + protocol + endpoint, as kube-proxy names it)
+    const sep = `KUBE-SEP-${hash16(`default/b${i}:httptcp${addr}:8080`)}`;
+    return run(['iptables', '-w', '-t', 'nat', '-S', `KUBE-SVC-${hash16(`default/b${i}:httptcp`)}`]).includes(sep);
   }
   if (impl === 'flatnet') return run(['nft', 'get', 'element', 'ip', 'flatnet-proxy', 'cluster-ep-tcp', `{ ${svcIP(i)} . 80 . ${k} }`]).includes(`: ${addr} . 8080`);
   const m = /goto (\S+)/.exec(run(['nft', 'get', 'element', 'ip', 'kube-proxy', 'service-ips', `{ ${svcIP(i)} . tcp . 80 }`]));
@@ -242,7 +251,7 @@ interface Ctx {
 function proxyArgv(impl: string, mode: string, node: Node, ctx: Ctx, cleanup = false): string[] {
   if (impl === 'flatnet') {
     if (cleanup) return ['ip', 'netns', 'exec', node.name, NODE, ctx.tool.daemon, '--cleanup'];
-    return ['ip', 'netns', 'exec', node.name, NODE, ctx.tool.daemon, '--kubeconfig', ctx.kubeconfig, '--hostname-override', node.name,
+    return ['ip', 'netns', 'exec', node.name, NODE, ...NODE_FLAGS, ctx.tool.daemon, '--kubeconfig', ctx.kubeconfig, '--hostname-override', node.name,
       '--proxy-mode', mode, '--cluster-cidr', '10.244.0.0/16', '--overlay', 'none',
       '--healthz-bind-address', '127.0.0.1:20256', '--metrics-bind-address', '127.0.0.1:20249'];
   }
@@ -258,6 +267,8 @@ async function phase(impl: string, mode: string, n: number, node: Node, nodeInde
   const log = openSync(join(ctx.logDir, `bench-${impl === 'flatnet' ? 'flatnet' : 'kube-proxy'}-${mode}-${n}.log`), 'a');
   const t0 = performance.now();
   const proc = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', log] });
+  live.add(proc);
+  proc.once('exit', () => live.delete(proc));
   let monitor: Monitor | undefined;
   try {
     // initial sync: poll the last Service's last endpoint
@@ -301,8 +312,18 @@ async function phase(impl: string, mode: string, n: number, node: Node, nodeInde
     monitor.stop();
     monitor = undefined;
 
-    const direct = connect(ctx.tool.bin, node.name, node.ip, LAT_PORT, Math.min(ctx.conns, 1000));
-    const viaService = connect(ctx.tool.bin, node.name, latIP(nodeIndex), 80, ctx.conns);
+    // interleaved rounds, so that the machine's drift over the phase hits both series alike
+    const direct: number[] = [];
+    const viaService: number[] = [];
+    const ratios: number[] = [];
+    const per = Math.max(100, Math.round(ctx.conns / 10));
+    for (let r = 0; r < 10; r++) {
+      const d = connect(ctx.tool.bin, node.name, node.ip, LAT_PORT, per);
+      const v = connect(ctx.tool.bin, node.name, latIP(nodeIndex), 80, per);
+      direct.push(...d);
+      viaService.push(...v);
+      ratios.push(pct(v, 50) / pct(d, 50));
+    }
     const [rss, hwm] = rssOf(proc.pid);
     const cpuTotalS = cpuOf(proc.pid);
     const ok = [...newSvc, ...scaleUp].filter((x) => !Number.isNaN(x));
@@ -328,6 +349,7 @@ async function phase(impl: string, mode: string, n: number, node: Node, nodeInde
       connP90Us: r1(pct(viaService, 90)),
       connP99Us: r1(pct(viaService, 99)),
       directConnP50Us: r1(pct(direct, 50)),
+      connRatio: Math.round(pct(ratios, 50) * 1000) / 1000,
       verified: ok.length === ctx.changes && !Number.isNaN(initialMs) && proc.exitCode === null,
     };
     process.stderr.write(`  ${JSON.stringify(row)}\n`);
@@ -354,6 +376,15 @@ export async function run(o: { sizes: number[]; changes: number; modes?: string[
   const kubeconfig = `${dir}/kubeconfig/admin.kubeconfig`;
   const api = new ApiClient(kubeconfig);
   const servers: ChildProcess[] = [];
+  // an interrupted run still removes its cluster and processes (the phase's own proxy is killed by its group)
+  const onSignal = (): void => {
+    for (const c of servers) c.kill('SIGKILL');
+    for (const c of live) c.kill('SIGKILL');
+    spawnSync(NODE, [join(REPO, 'test', 'cluster', 'cli.ts'), 'down', '--name', cluster], { stdio: 'inherit' });
+    process.exit(130);
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
   try {
     const state = JSON.parse(readFileSync(`${dir}/state.json`, 'utf8')) as { nodes: { netns: string; ip: string }[] };
     const nodes: Node[] = state.nodes.map((x) => ({ name: x.netns.split('/').pop()!, ip: x.ip.split('/')[0]! }));
@@ -380,6 +411,8 @@ export async function run(o: { sizes: number[]; changes: number; modes?: string[
       }
     }
   } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
     api.close();
     for (const c of servers) await stopProc(c, 1000);
     try {
@@ -395,7 +428,7 @@ export async function run(o: { sizes: number[]; changes: number; modes?: string[
 export function markdown(meta: { date: string; loadavg: number[] }, rows: Row[]): string {
   const line = (r: Row): string =>
     `| ${r.mode} | ${r.services} | ${r.impl} | ${r.initialSyncMs} | ${r.newServiceP50Ms} / ${r.newServiceP99Ms} | ${r.scaleUpP50Ms} / ${r.scaleUpP99Ms} | ` +
-    `${r.changeLatencyP99Ms} | ${r.cpuInitialS} / ${r.cpuTotalS} | ${r.rssMB} / ${r.peakRssMB} | ${r.connP50Us} / ${r.connP99Us} (${r.directConnP50Us}) | ${r.changes} | ${r.verified} |`;
+    `${r.changeLatencyP99Ms} | ${r.cpuInitialS} / ${r.cpuTotalS} | ${r.rssMB} / ${r.peakRssMB} | ${r.connP50Us} / ${r.connP99Us} (${r.directConnP50Us}) | ${r.connRatio} | ${r.changes} | ${r.verified} |`;
   const ratio = (a: number, b: number): string => (a > 0 && b > 0 ? `${r1(b / a)}x` : 'n/a');
   const pairs: string[] = [];
   for (const f of rows.filter((r) => r.impl === 'flatnet')) {
@@ -408,10 +441,10 @@ export function markdown(meta: { date: string; loadavg: number[] }, rows: Row[])
   return [
     '# bench:proxy --vs upstream',
     '',
-    `${meta.date}, load ${meta.loadavg.join(' ')} (2 shared cores). flatnet's daemon (the shipped bundle) and kube-proxy v1.35.4, each alone on a node of one local cluster (same apiserver, same objects), one after the other. Times in ms; new-connection latency in µs: p50 / p99 through the ClusterIP, and in brackets p50 straight to the endpoint. Changes alternate a new Service and a 3 -> 4 endpoint scale-up; "changes" counts those seen within the timeout.`,
+    `${meta.date}, load ${meta.loadavg.join(' ')} (2 shared cores). flatnet's daemon (the shipped bundle) and kube-proxy v1.35.4, each alone on a node of one local cluster (same apiserver, same objects), one after the other. Times in ms; new-connection latency in µs: p50 / p99 through the ClusterIP, and in brackets p50 straight to the endpoint. The ratio is the median over 10 interleaved rounds of p50 through the ClusterIP over p50 direct: what the proxy's rules add to a new connection, robust to the machine's drift. Changes alternate a new Service and a 3 -> 4 endpoint scale-up; "changes" counts those seen within the timeout.`,
     '',
-    '| mode | services | impl | initial sync | new Service p50 / p99 | scale-up p50 / p99 | all changes p99 | CPU s initial / total | RSS / peak MB | new conn µs p50 / p99 (direct) | changes | verified |',
-    '|---|---|---|---|---|---|---|---|---|---|---|---|',
+    '| mode | services | impl | initial sync | new Service p50 / p99 | scale-up p50 / p99 | all changes p99 | CPU s initial / total | RSS / peak MB | new conn µs p50 / p99 (direct) | via ClusterIP / direct | changes | verified |',
+    '|---|---|---|---|---|---|---|---|---|---|---|---|---|',
     ...rows.map(line),
     '',
     'kube-proxy / flatnet (above 1 means flatnet is faster or smaller):',
