@@ -138,12 +138,13 @@ function rssOf(pid: number | undefined): [number, number] {
   return [kb('VmRSS'), kb('VmHWM')];
 }
 
-/** utime + stime of the process itself, in seconds */
+/** CPU seconds of the daemon and of the children it has waited for (nft, iptables-restore, ...) */
 function cpuOf(pid: number | undefined): number {
   try {
     const f = readFileSync(`/proc/${pid}/stat`, 'utf8');
     const rest = f.slice(f.lastIndexOf(')') + 2).split(' ');
-    return (Number(rest[11]) + Number(rest[12])) / 100; // fields 14, 15 (clock ticks, USER_HZ 100)
+    // fields 14-17: utime, stime, cutime, cstime (clock ticks, USER_HZ 100)
+    return Math.round(Number(rest[11]) + Number(rest[12]) + Number(rest[13]) + Number(rest[14])) / 100;
   } catch {
     return NaN;
   }
@@ -205,6 +206,27 @@ class Monitor {
       }, timeoutMs);
     });
   }
+  /**
+   * Resolves once the monitor reports events: on a big ruleset `nft monitor` first loads its cache for seconds (10k
+   * iptables-nft services), and a change made before that is never reported. Probes with a scratch table.
+   */
+  async ready(node: string): Promise<void> {
+    const probe = `fxbench-probe-${process.pid}`;
+    for (let attempt = 0; attempt < 60; attempt++) {
+      const seen = new Promise<boolean>((resolve) => {
+        const re = new RegExp(`add table ip ${probe}\\b`);
+        const w = { re, resolve: () => resolve(true) };
+        this.waiters.push(w);
+        setTimeout(() => {
+          this.waiters = this.waiters.filter((x) => x !== w);
+          resolve(false);
+        }, 2000);
+      });
+      tryOut(['ip', 'netns', 'exec', node, 'nft', `add table ip ${probe}; delete table ip ${probe}`]);
+      if (await seen) return;
+    }
+    throw new Error(`nft monitor in ${node} reported nothing for 2 minutes`);
+  }
   stop(): void {
     this.proc.kill('SIGTERM');
   }
@@ -226,13 +248,23 @@ function connect(bin: string, node: string, ip: string, port: number, n: number)
   return out.trim().split('\n').map((l) => Number(l) / 1000);
 }
 
-async function stopProc(p: ChildProcess, graceMs = 5000): Promise<void> {
+/** SIGTERM, then SIGKILL after the grace period; `group`: the process leads its own group (signal all of it) */
+async function stopProc(p: ChildProcess, graceMs = 5000, group = false): Promise<void> {
   if (p.exitCode !== null || p.signalCode !== null) return;
   const exited = new Promise<void>((r) => p.once('exit', () => r()));
-  p.kill('SIGTERM');
+  const signal = (sig: NodeJS.Signals): void => {
+    try {
+      if (group && p.pid) process.kill(-p.pid, sig);
+      else p.kill(sig);
+    } catch {
+      /* already gone */
+    }
+  };
+  signal('SIGCONT'); // in case it was paused
+  signal('SIGTERM');
   await Promise.race([exited, sleep(graceMs)]);
   if (p.exitCode === null && p.signalCode === null) {
-    p.kill('SIGKILL');
+    signal('SIGKILL');
     await exited;
   }
 }
@@ -245,7 +277,7 @@ interface Ctx {
   changes: number;
   conns: number;
   /** counters shared by every phase so that no two phases reuse a Service name or a scale-up target */
-  next: { newService: number; scaleUp: number };
+  next: { newService: number; scaleUp: number; scaled: Set<number> };
 }
 
 function proxyArgv(impl: string, mode: string, node: Node, ctx: Ctx, cleanup = false): string[] {
@@ -266,7 +298,8 @@ async function phase(impl: string, mode: string, n: number, node: Node, nodeInde
   const argv = proxyArgv(impl, mode, node, ctx);
   const log = openSync(join(ctx.logDir, `bench-${impl === 'flatnet' ? 'flatnet' : 'kube-proxy'}-${mode}-${n}.log`), 'a');
   const t0 = performance.now();
-  const proc = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', log] });
+  // its own process group, so that the daemon and whatever it has running can be paused together
+  const proc = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', log], detached: true });
   live.add(proc);
   proc.once('exit', () => live.delete(proc));
   let monitor: Monitor | undefined;
@@ -286,7 +319,7 @@ async function phase(impl: string, mode: string, n: number, node: Node, nodeInde
     process.stderr.write(`  ${impl} ${mode} ${n}: initial sync ${r1(initialMs)} ms, ${cpuInitialS} CPU s\n`);
     await sleep(3000);
     monitor = new Monitor(node.name);
-    await sleep(1000);
+    await monitor.ready(node.name);
 
     const newSvc: number[] = [];
     const scaleUp: number[] = [];
@@ -302,7 +335,9 @@ async function phase(impl: string, mode: string, n: number, node: Node, nodeInde
         await Promise.all([ctx.api.create(service(name, newSvcIP(j))), ctx.api.create(slice(name, addrs))]);
         newSvc.push((await seen) - t1);
       } else {
-        const i = (ctx.next.scaleUp++ * 7907) % n;
+        let i = (ctx.next.scaleUp++ * 7907) % n;
+        while (ctx.next.scaled.has(i)) i = (i + 1) % n; // an earlier phase already took this slice to 4 endpoints
+        ctx.next.scaled.add(i);
         const seen = monitor.waitFor(epIP(i, 3), perChangeTimeout);
         const t1 = performance.now();
         await ctx.api.replace(slice(`b${i}`, benchEndpoints(i, 4)));
@@ -312,7 +347,10 @@ async function phase(impl: string, mode: string, n: number, node: Node, nodeInde
     monitor.stop();
     monitor = undefined;
 
-    // interleaved rounds, so that the machine's drift over the phase hits both series alike
+    // interleaved rounds, so that the machine's drift over the phase hits both series alike. The daemon (and any
+    // iptables-restore / nft it is running) is paused meanwhile: this measures the rules' per-packet cost, not a busy
+    // daemon competing for the 2 cores (kube-proxy's iptables full syncs at 10k services run for minutes).
+    process.kill(-proc.pid!, 'SIGSTOP');
     const direct: number[] = [];
     const viaService: number[] = [];
     const ratios: number[] = [];
@@ -324,6 +362,7 @@ async function phase(impl: string, mode: string, n: number, node: Node, nodeInde
       viaService.push(...v);
       ratios.push(pct(v, 50) / pct(d, 50));
     }
+    process.kill(-proc.pid!, 'SIGCONT');
     const [rss, hwm] = rssOf(proc.pid);
     const cpuTotalS = cpuOf(proc.pid);
     const ok = [...newSvc, ...scaleUp].filter((x) => !Number.isNaN(x));
@@ -356,7 +395,7 @@ async function phase(impl: string, mode: string, n: number, node: Node, nodeInde
     return row;
   } finally {
     monitor?.stop();
-    await stopProc(proc);
+    await stopProc(proc, 5000, true);
     const c = proxyArgv(impl, mode, node, ctx, true);
     spawnSync(c[0]!, c.slice(1), { stdio: 'ignore', timeout: 600_000 });
   }
@@ -379,7 +418,7 @@ export async function run(o: { sizes: number[]; changes: number; modes?: string[
   // an interrupted run still removes its cluster and processes (the phase's own proxy is killed by its group)
   const onSignal = (): void => {
     for (const c of servers) c.kill('SIGKILL');
-    for (const c of live) c.kill('SIGKILL');
+    for (const c of live) if (c.pid) process.kill(-c.pid, 'SIGKILL');
     spawnSync(NODE, [join(REPO, 'test', 'cluster', 'cli.ts'), 'down', '--name', cluster], { stdio: 'inherit' });
     process.exit(130);
   };
@@ -395,7 +434,7 @@ export async function run(o: { sizes: number[]; changes: number; modes?: string[
       await api.create(service(`lat${k}`, latIP(k), 80, 'tcp'));
       await api.create(slice(`lat${k}`, [nd.ip], LAT_PORT, 'tcp'));
     }
-    const ctx: Ctx = { api, kubeconfig, logDir, tool, changes: o.changes, conns, next: { newService: 0, scaleUp: 0 } };
+    const ctx: Ctx = { api, kubeconfig, logDir, tool, changes: o.changes, conns, next: { newService: 0, scaleUp: 0, scaled: new Set() } };
     let created = 0;
     for (const n of sizes) {
       const objs: ApiObject[] = [];
