@@ -54,28 +54,11 @@ export class KubeWatchSource implements WatchSource {
   }
 
   async start(h: WatchHandlers): Promise<void> {
-    const svc = new ListWatcher<V1Service & KubeObject>({
-      client: this.client,
-      path: '/api/v1/services',
-      name: 'services',
-      onEvent: (o, d) => h.service(o, d),
-      log: this.log,
-    });
-    const eps = new ListWatcher<V1EndpointSlice & KubeObject>({
-      client: this.client,
-      path: '/apis/discovery.k8s.io/v1/endpointslices',
-      name: 'endpointslices',
-      onEvent: (o, d) => h.slice(o, d),
-      stub: sliceStub,
-      log: this.log,
-    });
-    const nodes = new ListWatcher<V1Node & KubeObject>({
-      client: this.client,
-      path: '/api/v1/nodes',
-      name: 'nodes',
-      onEvent: (o, d) => h.node(o, d),
-      log: this.log,
-    });
+    const watch = <T extends KubeObject>(name: string, path: string, onEvent: (o: T, deleted: boolean) => void, stub?: (o: T) => T): ListWatcher<T> =>
+      new ListWatcher<T>({ client: this.client, path, name, onEvent, log: this.log, ...(stub ? { stub } : {}) });
+    const svc = watch<V1Service & KubeObject>('services', '/api/v1/services', (o, d) => h.service(o, d));
+    const eps = watch<V1EndpointSlice & KubeObject>('endpointslices', '/apis/discovery.k8s.io/v1/endpointslices', (o, d) => h.slice(o, d), sliceStub);
+    const nodes = watch<V1Node & KubeObject>('nodes', '/api/v1/nodes', (o, d) => h.node(o, d));
     this.watchers = [svc, eps, nodes] as ListWatcher<KubeObject>[];
     for (const w of this.watchers) w.start();
     await Promise.all([svc.synced, eps.synced]);

@@ -16,6 +16,20 @@ function esc(s: string): string {
   return s.replace(/&/g, '&amp;').replace(/</g, '&lt;');
 }
 
+/** The opening of a chart: white canvas, title, and a legend of the series names (`step` px apart). */
+function svgHead(width: number, height: number, title: string, names: string[], step: number): string[] {
+  const out = [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="sans-serif" font-size="11">`,
+    `<rect width="100%" height="100%" fill="white"/>`,
+    `<text x="8" y="18" font-size="14" font-weight="bold">${esc(title)}</text>`,
+  ];
+  names.forEach((n, i) => {
+    out.push(`<rect x="${8 + i * step}" y="28" width="10" height="10" fill="${COLORS[i % COLORS.length]}"/>`);
+    out.push(`<text x="${22 + i * step}" y="37">${esc(n)}</text>`);
+  });
+  return out;
+}
+
 export function barChart(title: string, unit: string, bars: Bar[]): string {
   const names = [...new Set(bars.flatMap((b) => b.series.map((s) => s.name)))];
   const max = Math.max(1e-9, ...bars.flatMap((b) => b.series.map((s) => s.value)));
@@ -25,15 +39,7 @@ export function barChart(title: string, unit: string, bars: Bar[]): string {
   const groupH = names.length * rowH + 10;
   const top = 46;
   const h = top + bars.length * groupH + 20;
-  const out: string[] = [
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${labelW + plotW + 120}" height="${h}" font-family="sans-serif" font-size="11">`,
-    `<rect width="100%" height="100%" fill="white"/>`,
-    `<text x="8" y="18" font-size="14" font-weight="bold">${esc(title)}</text>`,
-  ];
-  names.forEach((n, i) => {
-    out.push(`<rect x="${8 + i * 150}" y="28" width="10" height="10" fill="${COLORS[i % COLORS.length]}"/>`);
-    out.push(`<text x="${22 + i * 150}" y="37">${esc(n)}</text>`);
-  });
+  const out = svgHead(labelW + plotW + 120, h, title, names, 150);
   bars.forEach((b, gi) => {
     const y0 = top + gi * groupH;
     out.push(`<text x="8" y="${y0 + groupH / 2}" dominant-baseline="middle">${esc(b.label)}</text>`);
@@ -106,15 +112,7 @@ export function logLogPanels(title: string, xs: number[], panels: { label: strin
   const names = [...new Set(panels.flatMap((p) => p.series.map((s) => s.name)))];
   const width = left + panels.length * (pw + gap) + 20;
   const height = top + ph + 60;
-  const out: string[] = [
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="sans-serif" font-size="11">`,
-    `<rect width="100%" height="100%" fill="white"/>`,
-    `<text x="8" y="18" font-size="14" font-weight="bold">${esc(title)}</text>`,
-  ];
-  names.forEach((n, i) => {
-    out.push(`<rect x="${8 + i * 190}" y="30" width="10" height="10" fill="${COLORS[i % COLORS.length]}"/>`);
-    out.push(`<text x="${22 + i * 190}" y="39">${esc(n)}</text>`);
-  });
+  const out = svgHead(width, height, title, names, 190);
   const lx = (x: number): number => Math.log10(x);
   const xmin = lx(Math.min(...xs));
   const xmax = lx(Math.max(...xs));

@@ -28,16 +28,12 @@ import { randomBytes } from 'node:crypto';
 import { ApiClient, type ApiObject } from './apiclient.ts';
 import { hash16, serviceChains } from '../../proxy/backends/iptables/rules.ts';
 import { servicePortKey } from '../../proxy/model/convert.ts';
+import { opt, pct, r1 } from './util.ts';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const REPO = join(HERE, '..', '..');
 const NODE = join(REPO, 'node_modules', '.bin', 'node');
 const K8S = '/var/cache/flatnet/k8s-v1.35.4/bin';
-const args = process.argv.slice(2);
-const opt = (name: string, def: string): string => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 && args[i + 1] ? args[i + 1]! : def;
-};
 const LAT_PORT = 9000;
 const UPSTREAM = 'kube-proxy v1.35.4';
 /** Node flags for flatnet's daemon (experiments: FLATNET_BENCH_NODE_FLAGS="--max-semi-space-size=4") */
@@ -82,11 +78,6 @@ function tryOut(argv: string[]): string {
   return r.status === 0 ? r.stdout : '';
 }
 
-const pct = (xs: number[], p: number): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)] ?? NaN;
-};
-const r1 = (x: number): number => Math.round(x * 10) / 10;
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** the IPv4 address `base + off` (base as four octets) */

@@ -20,13 +20,10 @@ import { ProxyDaemon } from '../../proxy/daemon.ts';
 import type { IpFamily, ProxyBackend } from '../../proxy/model/types.ts';
 import type { WatchHandlers, WatchSource } from '../../proxy/watch/informers.ts';
 import { runPrefix } from '../helpers/prefix.ts';
+import { proxyConfig } from '../helpers/proxy-fixtures.ts';
+import { opt, pct, r1 } from './util.ts';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
-const args = process.argv.slice(2);
-const opt = (name: string, def: string): string => {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 && args[i + 1] ? args[i + 1]! : def;
-};
 const SIZES = opt('sizes', '1000,10000').split(',').map(Number);
 const CHANGES = Number(opt('changes', '30'));
 const MODE = opt('mode', 'iptables');
@@ -84,11 +81,6 @@ function sliceObj(i: number, gen: number): V1EndpointSlice {
   };
 }
 
-const pct = (xs: number[], p: number): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)] ?? NaN;
-};
-const r1 = (x: number): number => Math.round(x * 10) / 10;
 const mb = (b: number): number => Math.round(b / 1048576);
 
 interface Row {
@@ -130,7 +122,7 @@ async function benchSize(n: number): Promise<Row> {
     let syncWaiter: (() => void) | undefined;
     const daemon = new ProxyDaemon({
       nodeName: 'bench-node',
-      config: { clusterCIDRs: ['10.244.0.0/16'], detectLocalMode: 'ClusterCIDR', masqueradeAll: false, masqueradeBit: 14, nodePortAddresses: [] },
+      config: proxyConfig(),
       backends: new Map([[4, backend]]),
       source,
       log: silent,

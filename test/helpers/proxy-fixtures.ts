@@ -1,5 +1,10 @@
 // One builder for the proxy model's ServicePort, shared by the unit, netns and tracer tests of every backend.
-import type { ServicePort } from '../../proxy/model/types.ts';
+import type { ProxyConfigView, ServicePort } from '../../proxy/model/types.ts';
+
+/** The proxy configuration most tests use: cluster CIDR 10.244.0.0/16 detects pod traffic, mark bit 14. */
+export function proxyConfig(over: Partial<ProxyConfigView> = {}): ProxyConfigView {
+  return { clusterCIDRs: ['10.244.0.0/16'], detectLocalMode: 'ClusterCIDR', masqueradeAll: false, masqueradeBit: 14, nodePortAddresses: [], ...over };
+}
 
 /**
  * A ServicePort with kube-proxy's defaults (ClusterIP TCP 80, no node port, no external addresses, Cluster traffic

@@ -14,20 +14,14 @@ import { planServices } from '../../proxy/model/plan.ts';
 import type { Endpoint, NodeInfo, ProxyConfigView, ServicePort } from '../../proxy/model/types.ts';
 import { createNetns, removeNetnsWithPrefix, type TestNetns } from '../helpers/netns.ts';
 import { runPrefix } from '../helpers/prefix.ts';
-import { servicePort } from '../helpers/proxy-fixtures.ts';
+import { proxyConfig, servicePort } from '../helpers/proxy-fixtures.ts';
 
 const prefix = runPrefix();
 const chainPrefix = prefix.toUpperCase();
 const procs: ChildProcess[] = [];
 const PORTS = 8; // endpoint ports 9000..9007 on the server
 
-const config: ProxyConfigView = {
-  clusterCIDRs: ['10.244.0.0/16'],
-  detectLocalMode: 'ClusterCIDR',
-  masqueradeAll: false,
-  masqueradeBit: 14,
-  nodePortAddresses: [],
-};
+const config: ProxyConfigView = proxyConfig();
 const node: NodeInfo = { name: 'n1', ips: ['192.168.79.1'], podCIDRs: ['10.244.1.0/24'] };
 const ep = (port: number): Endpoint => ({ ip: '10.244.2.2', port, ready: true, serving: true, terminating: false, nodeName: 'n2', isLocal: false });
 

@@ -50,6 +50,18 @@ export interface Container {
 
 export const quietLog: Logger = { debug() {}, info() {}, warn() {}, error() {} };
 
+/** The CNI environment for one invocation (plugins found in the reference directory) */
+function pluginEnv(command: CniCommand, containerId: string, netns: string): NodeJS.ProcessEnv {
+  return {
+    PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin',
+    CNI_COMMAND: command,
+    CNI_CONTAINERID: containerId,
+    CNI_NETNS: netns,
+    CNI_IFNAME: 'eth0',
+    CNI_PATH: '/usr/lib/cni',
+  };
+}
+
 export class Scenario {
   readonly p = runPrefix();
   /** host-local's dataDir, made in setup() (a suite filtered out by -t never creates it) */
@@ -108,14 +120,7 @@ export class Scenario {
       return execFileSync('ip', ['netns', 'exec', this.node.name, binary], {
         input: JSON.stringify(conf),
         encoding: 'utf8',
-        env: {
-          PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin',
-          CNI_COMMAND: command,
-          CNI_CONTAINERID: containerId,
-          CNI_NETNS: netns,
-          CNI_IFNAME: 'eth0',
-          CNI_PATH: '/usr/lib/cni',
-        },
+        env: pluginEnv(command, containerId, netns),
       });
     } catch (e) {
       const err = e as { stdout?: string; stderr?: string; status?: number };
@@ -131,14 +136,7 @@ export class Scenario {
         ['netns', 'exec', this.node.name, binary],
         {
           encoding: 'utf8',
-          env: {
-            PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin',
-            CNI_COMMAND: command,
-            CNI_CONTAINERID: containerId,
-            CNI_NETNS: netns,
-            CNI_IFNAME: 'eth0',
-            CNI_PATH: '/usr/lib/cni',
-          },
+          env: pluginEnv(command, containerId, netns),
         },
         (err, stdout) => res({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout }),
       );

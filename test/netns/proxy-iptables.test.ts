@@ -10,7 +10,7 @@ import { planServices } from '../../proxy/model/plan.ts';
 import type { Endpoint, NodeInfo, ProxyConfigView, ServicePlan, ServicePort } from '../../proxy/model/types.ts';
 import { createNetns, removeNetnsWithPrefix, type TestNetns } from '../helpers/netns.ts';
 import { runPrefix } from '../helpers/prefix.ts';
-import { servicePort } from '../helpers/proxy-fixtures.ts';
+import { proxyConfig, servicePort } from '../helpers/proxy-fixtures.ts';
 
 const prefix = runPrefix();
 const chainPrefix = prefix.toUpperCase();
@@ -34,13 +34,7 @@ function client(ns: TestNetns, args: string[], input = 'hi\n'): string {
   }
 }
 
-const config: ProxyConfigView = {
-  clusterCIDRs: ['10.244.0.0/16'],
-  detectLocalMode: 'ClusterCIDR',
-  masqueradeAll: false,
-  masqueradeBit: 14,
-  nodePortAddresses: [],
-};
+const config: ProxyConfigView = proxyConfig();
 const node: NodeInfo = { name: 'n1', ips: ['192.168.77.1'], podCIDRs: ['10.244.1.0/24'] };
 
 function sp(name: string, over: Partial<ServicePort>): ServicePort {

@@ -14,10 +14,11 @@ import { NftablesProxier } from '../../proxy/backends/nftables/proxier.ts';
 import type { Endpoint, ProxyConfigView, ServicePlan, ServicePort, SyncInput } from '../../proxy/model/types.ts';
 import { createNetns, removeNetnsWithPrefix, type TestNetns } from '../helpers/netns.ts';
 import { runPrefix } from '../helpers/prefix.ts';
+import { proxyConfig } from '../helpers/proxy-fixtures.ts';
 
 const silent = { debug() {}, info() {}, warn() {}, error() {} };
 const node = { name: 'n', ips: ['192.168.88.1'], podCIDRs: ['10.244.0.0/24'] };
-const cfg: ProxyConfigView = { clusterCIDRs: ['10.244.0.0/16'], detectLocalMode: 'ClusterCIDR', masqueradeAll: false, masqueradeBit: 14, nodePortAddresses: [] };
+const cfg: ProxyConfigView = proxyConfig();
 
 function ip(base: number, i: number): string {
   return `${base >> 8}.${base & 255}.${(i >> 8) & 255}.${i & 255}`;

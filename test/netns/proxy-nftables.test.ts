@@ -20,7 +20,7 @@ import type { Runner, RunOptions, RunResult } from '../../lib/exec/runner.ts';
 import { createBackend, NftablesProxier } from '../../proxy/backends/nftables/index.ts';
 import type { Endpoint, ProxyConfigView, ServicePlan, ServicePort, SyncInput } from '../../proxy/model/types.ts';
 import { planServicePort } from '../../proxy/model/plan.ts';
-import { servicePort } from '../helpers/proxy-fixtures.ts';
+import { proxyConfig, servicePort } from '../helpers/proxy-fixtures.ts';
 
 const NODE = resolve('node_modules/.bin/node');
 
@@ -203,7 +203,7 @@ function svcPort(name: string, over: Partial<ServicePort>): ServicePort {
 }
 
 const nodeInfo = { name: 'node-a', ips: ['192.168.77.1'], podCIDRs: ['10.244.1.0/24'] };
-const cfg: ProxyConfigView = { clusterCIDRs: ['10.244.0.0/16'], detectLocalMode: 'ClusterCIDR', masqueradeAll: false, masqueradeBit: 14, nodePortAddresses: [] };
+const cfg: ProxyConfigView = proxyConfig();
 
 function eps(ips: string[], port = 8080, local = true): Endpoint[] {
   return ips.map((ip) => ({ ip, port, ready: true, serving: true, terminating: false, isLocal: local, nodeName: local ? 'node-a' : 'node-b' }));

@@ -2,25 +2,10 @@ import { describe, expect, it } from 'vitest';
 import { planConntrackCleanup, runConntrackCleanup } from '../../../proxy/conntrack/stale.ts';
 import type { Endpoint, ServicePlan, ServicePort } from '../../../proxy/model/types.ts';
 import type { RunOptions, RunResult, Runner } from '../../../lib/exec/runner.ts';
+import { servicePort } from '../../helpers/proxy-fixtures.ts';
 
-const svc = (over: Partial<ServicePort> = {}): ServicePort => ({
-  key: 'ns/dns:dns/UDP/v4',
-  namespace: 'ns',
-  name: 'dns',
-  portName: 'dns',
-  protocol: 'UDP',
-  family: 4,
-  clusterIP: '10.96.0.10',
-  port: 53,
-  nodePort: 0,
-  externalIPs: [],
-  loadBalancerIPs: [],
-  loadBalancerSourceRanges: [],
-  externalTrafficPolicyLocal: false,
-  internalTrafficPolicyLocal: false,
-  healthCheckNodePort: 0,
-  ...over,
-});
+const svc = (over: Partial<ServicePort> = {}): ServicePort =>
+  servicePort({ namespace: 'ns', name: 'dns', portName: 'dns', protocol: 'UDP', clusterIP: '10.96.0.10', port: 53, ...over });
 const ep = (ip: string): Endpoint => ({ ip, port: 53, ready: true, serving: true, terminating: false, isLocal: false });
 const plan = (s: ServicePort, eps: Endpoint[]): ServicePlan => ({ svc: s, clusterEndpoints: eps, localEndpoints: [], hasEndpointsElsewhere: false });
 const K = 'ns/dns:dns/UDP/v4';

@@ -7,6 +7,7 @@ import { ServiceHealthServers } from '../../../proxy/healthcheck/servers.ts';
 import { ProxyMetrics } from '../../../proxy/metrics/metrics.ts';
 import type { ProxyBackend, SyncInput } from '../../../proxy/model/types.ts';
 import type { WatchHandlers, WatchSource } from '../../../proxy/watch/informers.ts';
+import { proxyConfig } from '../../helpers/proxy-fixtures.ts';
 
 const silent = { debug() {}, info() {}, warn() {}, error() {} };
 
@@ -192,7 +193,7 @@ describe('ProxyDaemon', () => {
     const backend = new RecordingBackend();
     const d = new ProxyDaemon({
       nodeName: 'n1',
-      config: { clusterCIDRs: ['10.244.0.0/16'], detectLocalMode: 'ClusterCIDR', masqueradeAll: false, masqueradeBit: 14, nodePortAddresses: [] },
+      config: proxyConfig(),
       backends: new Map([[4, backend]]),
       source,
       log: silent,

@@ -3,16 +3,10 @@ import { planServices } from '../../../proxy/model/plan.ts';
 import type { Endpoint, NodeInfo, ProxyConfigView, ServicePort, SyncInput } from '../../../proxy/model/types.ts';
 import { clusterIPBuckets, endpointChain, renderRules, serviceChains, topNames, type RenderResult } from '../../../proxy/backends/iptables/rules.ts';
 import { IptablesTracer, type Packet } from '../../helpers/tracer-iptables.ts';
-import { servicePort } from '../../helpers/proxy-fixtures.ts';
+import { proxyConfig, servicePort } from '../../helpers/proxy-fixtures.ts';
 
 const node: NodeInfo = { name: 'n1', ips: ['192.168.0.1'], podCIDRs: ['10.244.1.0/24'], zone: 'za' };
-const baseConfig: ProxyConfigView = {
-  clusterCIDRs: ['10.244.0.0/16'],
-  detectLocalMode: 'ClusterCIDR',
-  masqueradeAll: false,
-  masqueradeBit: 14,
-  nodePortAddresses: [],
-};
+const baseConfig: ProxyConfigView = proxyConfig();
 
 function sp(name: string, over: Partial<ServicePort> = {}): ServicePort {
   return servicePort({ namespace: 'ns', clusterIP: '10.96.0.1', name, ...over });

@@ -1,6 +1,6 @@
 // Shared fixtures for the nftables/ipvs backend tests: small builders for ServicePorts, endpoints and plans.
 import type { Endpoint, NodeInfo, ProxyConfigView, ServicePlan, ServicePort, SyncInput } from '../../../proxy/model/types.ts';
-import { servicePort } from '../../helpers/proxy-fixtures.ts';
+import { proxyConfig, servicePort } from '../../helpers/proxy-fixtures.ts';
 
 export function svc(name: string, over: Partial<ServicePort> = {}): ServicePort {
   return servicePort({ portName: 'p', name, ...over });
@@ -26,13 +26,7 @@ export function plan(s: ServicePort, eps: Endpoint[], over: Partial<ServicePlan>
 
 export const node: NodeInfo = { name: 'node-a', ips: ['192.168.10.2'], podCIDRs: ['10.244.1.0/24'] };
 
-export const config: ProxyConfigView = {
-  clusterCIDRs: ['10.244.0.0/16'],
-  detectLocalMode: 'ClusterCIDR',
-  masqueradeAll: false,
-  masqueradeBit: 14,
-  nodePortAddresses: [],
-};
+export const config: ProxyConfigView = proxyConfig();
 
 export function syncInput(plans: ServicePlan[], over: Partial<SyncInput> = {}): SyncInput {
   return {
