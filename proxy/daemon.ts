@@ -3,16 +3,16 @@
 
 import type { V1Node } from '@kubernetes/client-node';
 import type { Runner } from '../lib/exec/runner.ts';
-import { planConntrackCleanup, runConntrackCleanup } from './conntrack/stale.ts';
-import type { ServiceHealthInfo } from './healthcheck/servers.ts';
-import { ProxyHealth } from './healthcheck/proxy-health.ts';
-import { ProxyMetrics } from './metrics/metrics.ts';
-import { nodeInfoFromNode } from './model/convert.ts';
-import { planServicePort, planServices } from './model/plan.ts';
-import { ChangeTracker } from './model/tracker.ts';
-import type { IpFamily, NodeInfo, ProxyBackend, ProxyConfigView, ServicePlan } from './model/types.ts';
-import { BoundedFrequencyRunner, realClock, type Clock } from './runner/bounded.ts';
-import type { WatchSource } from './watch/informers.ts';
+import { planConntrackCleanup, runConntrackCleanup } from './services/conntrack/stale.ts';
+import type { ServiceHealthInfo } from './services/healthcheck/servers.ts';
+import { ProxyHealth } from './services/healthcheck/proxy-health.ts';
+import { ProxyMetrics } from './services/metrics/metrics.ts';
+import { nodeInfoFromNode } from './services/model/convert.ts';
+import { planServicePort, planServices } from './services/model/plan.ts';
+import { ChangeTracker } from './services/model/tracker.ts';
+import type { IpFamily, NodeInfo, ProxyBackend, ProxyConfigView, ServicePlan } from './services/model/types.ts';
+import { BoundedFrequencyRunner, realClock, type Clock } from './services/runner/bounded.ts';
+import type { WatchSource } from './services/watch/informers.ts';
 
 export interface DaemonLog {
   debug(obj: unknown, msg?: string): void;

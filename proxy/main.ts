@@ -8,13 +8,13 @@ import { availableParallelism, hostname } from 'node:os';
 import pino from 'pino';
 import { ExecRunner } from '../lib/exec/exec.ts';
 import type { Runner } from '../lib/exec/runner.ts';
-import { IptablesProxier } from './backends/iptables/proxier.ts';
-import { conntrackSysctls } from './conntrack/sysctls.ts';
+import { IptablesProxier } from './services/backends/iptables/proxier.ts';
+import { conntrackSysctls } from './services/conntrack/sysctls.ts';
 import { configView, loadConfig, splitHostPort, type DaemonConfig } from './config/config.ts';
 import { ProxyDaemon } from './daemon.ts';
-import { ServiceHealthServers, startHealthzServer, startMetricsServer } from './healthcheck/servers.ts';
-import type { IpFamily, ProxyBackend } from './model/types.ts';
-import { KubeWatchSource, loadKubeConfig } from './watch/informers.ts';
+import { ServiceHealthServers, startHealthzServer, startMetricsServer } from './services/healthcheck/servers.ts';
+import type { IpFamily, ProxyBackend } from './services/model/types.ts';
+import { KubeWatchSource, loadKubeConfig } from './services/watch/informers.ts';
 
 const USAGE = `usage: flatnet-proxy [--config FILE] [--kubeconfig FILE] [--master URL] [--hostname-override NAME]
   [--cluster-cidr CIDRS] [--proxy-mode iptables|nftables|ipvs] [--healthz-bind-address HOST:PORT]
@@ -30,9 +30,9 @@ interface BackendModule {
 // The backends and the overlay controller load on demand, through literal import()s so that the daemon bundle
 // (deploy/build.mjs -> dist/proxy/flatnet-proxy.mjs) carries them.
 const modules = {
-  nftables: (): Promise<BackendModule> => import('./backends/nftables/index.ts') as Promise<BackendModule>,
-  ipvs: (): Promise<BackendModule> => import('./backends/ipvs/index.ts') as Promise<BackendModule>,
-  overlay: (): Promise<unknown> => import('../plugins/vxlan/controller/index.ts'),
+  nftables: (): Promise<BackendModule> => import('./services/backends/nftables/index.ts') as Promise<BackendModule>,
+  ipvs: (): Promise<BackendModule> => import('./services/backends/ipvs/index.ts') as Promise<BackendModule>,
+  overlay: (): Promise<unknown> => import('./overlay/index.ts'),
 };
 
 async function makeBackends(cfg: DaemonConfig, families: IpFamily[], runner: Runner, log: Log): Promise<Map<IpFamily, ProxyBackend>> {
@@ -156,7 +156,7 @@ async function main(argv: string[]): Promise<number> {
     return 1;
   }
 
-  // the overlay controller (plugins/vxlan/controller), when present and not disabled
+  // the overlay controller (proxy/overlay), unless disabled
   let overlay: { stop(): Promise<void> } | undefined;
   if (cfg.overlay !== 'none') {
     type OverlayModule = {

@@ -6,7 +6,8 @@ import type { ChildProcessWithoutNullStreams } from 'node:child_process';
 import { accessSync, constants, realpathSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { callHandlers, parseEnv, toCniError } from './dispatch.ts';
-import { CniError, ErrorCode, type CniResult, type Delegator, type Logger, type NetConf, type PluginHandlers } from './types.ts';
+import { CniError, ErrorCode, type CniResult, type Delegator, type NetConf, type PluginHandlers } from './types.ts';
+import type { Logger } from '../log/logger.ts';
 import { convertResult, upgradeResult } from './version.ts';
 
 export type DelegateCommand = 'ADD' | 'DEL' | 'CHECK' | 'STATUS' | 'GC';

@@ -1,18 +1,8 @@
 // The verb-independent core of the skeleton: stdin -> validated NetConf -> handler call. Pure apart from the
 // handlers themselves; shared by skel.ts (a real process) and delegate.ts (in-process delegation).
 import { parseEnv } from './env.ts';
-import {
-  CniError,
-  ErrorCode,
-  SUPPORTED_VERSIONS,
-  type Attachment,
-  type CniEnv,
-  type CniResult,
-  type Delegator,
-  type Logger,
-  type NetConf,
-  type PluginHandlers,
-} from './types.ts';
+import { CniError, ErrorCode, SUPPORTED_VERSIONS, type Attachment, type CniEnv, type CniResult, type Delegator, type NetConf, type PluginHandlers } from './types.ts';
+import type { Logger } from '../log/logger.ts';
 import { isSupportedVersion, upgradeResult, versionAtLeast } from './version.ts';
 
 const NETWORK_NAME_RE = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;

@@ -1,6 +1,8 @@
 // The CNI data model as flatnet uses it internally. Results are always held in the 1.1.0 shape and
 // converted to the config's cniVersion only when written (see version.ts).
 
+import type { Logger } from '../log/logger.ts';
+
 export const SUPPORTED_VERSIONS = ['0.3.0', '0.3.1', '0.4.0', '1.0.0', '1.1.0'] as const;
 export type CniVersion = (typeof SUPPORTED_VERSIONS)[number];
 
@@ -117,14 +119,6 @@ export interface CniEnv {
   args: Record<string, string>;
   /** CNI_PATH split on ':' */
   path: string[];
-}
-
-/** Minimal logger surface (pino-compatible); never writes to stdout. */
-export interface Logger {
-  debug(obj: unknown, msg?: string): void;
-  info(obj: unknown, msg?: string): void;
-  warn(obj: unknown, msg?: string): void;
-  error(obj: unknown, msg?: string): void;
 }
 
 /**

@@ -4,7 +4,14 @@
 // Records are queued until pino is loaded; call flush() before the process exits.
 //   FLATNET_LOG_LEVEL  debug | info | warn | error | silent (default warn)
 //   FLATNET_LOG_FILE   append records to this file instead of stderr
-import type { Logger } from '../cni/types.ts';
+/** Minimal logger surface (pino-compatible); never writes to stdout. */
+export interface Logger {
+  debug(obj: unknown, msg?: string): void;
+  info(obj: unknown, msg?: string): void;
+  warn(obj: unknown, msg?: string): void;
+  error(obj: unknown, msg?: string): void;
+}
+
 
 const LEVELS = { debug: 20, info: 30, warn: 40, error: 50, silent: Infinity } as const;
 type Level = Exclude<keyof typeof LEVELS, 'silent'>;

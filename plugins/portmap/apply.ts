@@ -1,7 +1,7 @@
 // Applies portmap plans to the kernel: iptables (iptables-restore --noflush) or nftables (nft -f), each atomic per
 // family/transaction. All side effects go through the injected Runner, optionally inside a netns.
 
-import type { Logger } from '../../lib/cni/types.ts';
+import type { Logger } from '../../lib/log/logger.ts';
 import type { RunOptions, RunResult, Runner } from '../../lib/exec/runner.ts';
 import {
   Iptables,

@@ -12,7 +12,7 @@ import {
   type PluginHandlers,
 } from '../../lib/cni/types.ts';
 import { delegateConf, parsePluginConfig, parseSaved, savedConfName, type SavedAttachment, type VxlanPluginConfig } from './plan.ts';
-import { parseSubnetEnv, type SubnetEnv } from './subnet.ts';
+import { parseSubnetEnv, type SubnetEnv } from '../../lib/overlay/subnet-file.ts';
 
 /** The subnet file, or undefined when it does not exist yet. Malformed content is an I/O error. */
 async function readSubnetFile(path: string): Promise<SubnetEnv | undefined> {

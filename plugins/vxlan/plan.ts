@@ -1,7 +1,7 @@
 // The vxlan CNI meta-plugin, pure part: its config and the delegate (bridge + host-local) config built from the
 // node's subnet file, flannel-style.
 import { CniError, ErrorCode, type NetConf } from '../../lib/cni/types.ts';
-import { DEFAULT_SUBNET_FILE, type SubnetEnv } from './subnet.ts';
+import { DEFAULT_SUBNET_FILE, type SubnetEnv } from '../../lib/overlay/subnet-file.ts';
 
 export const DEFAULT_DATA_DIR = '/var/lib/cni/flatnet';
 

@@ -3,7 +3,7 @@
 
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
-import type { ProxyConfigView } from '../model/types.ts';
+import type { ProxyConfigView } from '../services/model/types.ts';
 
 export type ProxyMode = 'iptables' | 'nftables' | 'ipvs';
 

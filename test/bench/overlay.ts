@@ -5,13 +5,13 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { Logger } from '../../lib/cni/types.ts';
+import type { Logger } from '../../lib/log/logger.ts';
 import { ExecRunner } from '../../lib/exec/exec.ts';
 import type { Runner } from '../../lib/exec/runner.ts';
-import { parseOverlayConfig } from '../../plugins/vxlan/controller/config.ts';
-import { OverlayController } from '../../plugins/vxlan/controller/controller.ts';
-import { MemoryNodeSource } from '../../plugins/vxlan/controller/node.ts';
-import { parseSubnetEnv } from '../../plugins/vxlan/subnet.ts';
+import { parseOverlayConfig } from '../../proxy/overlay/config.ts';
+import { OverlayController } from '../../proxy/overlay/controller.ts';
+import { MemoryNodeSource } from '../../proxy/overlay/node.ts';
+import { parseSubnetEnv } from '../../lib/overlay/subnet-file.ts';
 import { createNetns, removeLinksWithPrefix, removeNetnsWithPrefix, type TestNetns } from '../helpers/netns.ts';
 import { runPrefix } from '../helpers/prefix.ts';
 

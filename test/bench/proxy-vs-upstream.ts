@@ -26,8 +26,8 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { randomBytes } from 'node:crypto';
 import { ApiClient, type ApiObject } from './apiclient.ts';
-import { hash16, serviceChains } from '../../proxy/backends/iptables/rules.ts';
-import { servicePortKey } from '../../proxy/model/convert.ts';
+import { hash16, serviceChains } from '../../proxy/services/backends/iptables/rules.ts';
+import { servicePortKey } from '../../proxy/services/model/convert.ts';
 import { opt, pct, r1 } from './util.ts';
 
 const HERE = dirname(fileURLToPath(import.meta.url));

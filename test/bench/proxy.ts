@@ -15,10 +15,10 @@ import { loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ExecRunner } from '../../lib/exec/exec.ts';
-import { IptablesProxier } from '../../proxy/backends/iptables/proxier.ts';
+import { IptablesProxier } from '../../proxy/services/backends/iptables/proxier.ts';
 import { ProxyDaemon } from '../../proxy/daemon.ts';
-import type { IpFamily, ProxyBackend } from '../../proxy/model/types.ts';
-import type { WatchHandlers, WatchSource } from '../../proxy/watch/informers.ts';
+import type { IpFamily, ProxyBackend } from '../../proxy/services/model/types.ts';
+import type { WatchHandlers, WatchSource } from '../../proxy/services/watch/informers.ts';
 import { runPrefix } from '../helpers/prefix.ts';
 import { proxyConfig } from '../helpers/proxy-fixtures.ts';
 import { opt, pct, r1 } from './util.ts';
@@ -104,7 +104,7 @@ interface Row {
 async function makeBackend(netns: string, prefix: string): Promise<ProxyBackend> {
   const runner = new ExecRunner();
   if (MODE === 'iptables') return new IptablesProxier({ runner, mode: 'nft', netns, chainPrefix: prefix.toUpperCase() });
-  const mod = (await import('../../proxy/backends/nftables/index.ts')) as {
+  const mod = (await import('../../proxy/services/backends/nftables/index.ts')) as {
     createBackend(o: { family: IpFamily; runner: ExecRunner; log: typeof silent; netns: string; table?: string }): Promise<ProxyBackend>;
   };
   return mod.createBackend({ family: 4, runner, log: silent, netns, table: `${prefix}-proxy` });

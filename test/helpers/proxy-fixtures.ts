@@ -1,5 +1,5 @@
 // One builder for the proxy model's ServicePort, shared by the unit, netns and tracer tests of every backend.
-import type { ProxyConfigView, ServicePort } from '../../proxy/model/types.ts';
+import type { ProxyConfigView, ServicePort } from '../../proxy/services/model/types.ts';
 
 /** The proxy configuration most tests use: cluster CIDR 10.244.0.0/16 detects pod traffic, mark bit 14. */
 export function proxyConfig(over: Partial<ProxyConfigView> = {}): ProxyConfigView {

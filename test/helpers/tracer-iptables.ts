@@ -5,8 +5,8 @@
 // Random (-m statistic) rules fork the walk, so `endpoints` lists every endpoint the packet can reach.
 // It understands only the rule shapes rules.ts emits and throws on anything else.
 
-import { builtinJumps } from '../../proxy/backends/iptables/rules.ts';
-import { cidrContainsText } from '../../proxy/backends/iptables/rules.ts';
+import { builtinJumps } from '../../proxy/services/backends/iptables/rules.ts';
+import { cidrContainsText } from '../../proxy/services/backends/iptables/rules.ts';
 
 export interface Packet {
   src: string;

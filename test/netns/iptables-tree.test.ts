@@ -8,10 +8,10 @@
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ExecRunner } from '../../lib/exec/exec.ts';
-import { IptablesProxier } from '../../proxy/backends/iptables/proxier.ts';
-import { clusterIPBuckets, serviceChains } from '../../proxy/backends/iptables/rules.ts';
-import { planServices } from '../../proxy/model/plan.ts';
-import type { Endpoint, NodeInfo, ProxyConfigView, ServicePort } from '../../proxy/model/types.ts';
+import { IptablesProxier } from '../../proxy/services/backends/iptables/proxier.ts';
+import { clusterIPBuckets, serviceChains } from '../../proxy/services/backends/iptables/rules.ts';
+import { planServices } from '../../proxy/services/model/plan.ts';
+import type { Endpoint, NodeInfo, ProxyConfigView, ServicePort } from '../../proxy/services/model/types.ts';
 import { createNetns, removeNetnsWithPrefix, type TestNetns } from '../helpers/netns.ts';
 import { runPrefix } from '../helpers/prefix.ts';
 import { proxyConfig, servicePort } from '../helpers/proxy-fixtures.ts';

@@ -6,7 +6,7 @@ import { resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ExecRunner } from '../../lib/exec/exec.ts';
 import { createHandlers } from '../../plugins/portmap/main.ts';
-import { CLIENT, NODE_A, Scenario, invoke, portmapConf, type Container } from './portmap-fixture.ts';
+import { CLIENT, NODE_A, Scenario, invoke, portmapConf, type Container } from '../helpers/portmap-fixture.ts';
 
 const BINARY = resolve(import.meta.dirname, '../../dist/bin/portmap');
 const N = 8;

@@ -5,7 +5,7 @@ import { ExecRunner } from '../../lib/exec/exec.ts';
 import { detectMode } from '../../lib/iptables/index.ts';
 import { createHandlers } from '../../plugins/portmap/main.ts';
 import { dnatChainName } from '../../plugins/portmap/plan.ts';
-import { CLIENT, NODE_A, Scenario, invoke, normalizeSave, portmapConf } from './portmap-fixture.ts';
+import { CLIENT, NODE_A, Scenario, invoke, normalizeSave, portmapConf } from '../helpers/portmap-fixture.ts';
 
 describe('iptables mode detection and portmap on iptables-legacy (real netns)', () => {
   const s = new Scenario();

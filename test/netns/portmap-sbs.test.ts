@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { CniResult, NetConf } from '../../lib/cni/types.ts';
 import { ExecRunner } from '../../lib/exec/exec.ts';
 import { createHandlers } from '../../plugins/portmap/main.ts';
-import { CLIENT, CLIENT6, GW4, GW6, NODE6_A, NODE_A, NODE_B, NET, Scenario, invoke, type Container } from './portmap-fixture.ts';
+import { CLIENT, CLIENT6, GW4, GW6, NODE6_A, NODE_A, NODE_B, NET, Scenario, invoke, type Container } from '../helpers/portmap-fixture.ts';
 
 const REF = '/usr/lib/cni/portmap';
 const OURS = resolve(import.meta.dirname, '../../dist/bin/portmap');

@@ -22,7 +22,7 @@ import {
   type Invoker,
   portmapConf,
   type Container,
-} from './portmap-fixture.ts';
+} from '../helpers/portmap-fixture.ts';
 
 function sctpSocketsAvailable(): boolean {
   try {

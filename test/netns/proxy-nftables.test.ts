@@ -17,9 +17,9 @@ import { runPrefix } from '../helpers/prefix.ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ExecRunner } from '../../lib/exec/exec.ts';
 import type { Runner, RunOptions, RunResult } from '../../lib/exec/runner.ts';
-import { createBackend, NftablesProxier } from '../../proxy/backends/nftables/index.ts';
-import type { Endpoint, ProxyConfigView, ServicePlan, ServicePort, SyncInput } from '../../proxy/model/types.ts';
-import { planServicePort } from '../../proxy/model/plan.ts';
+import { createBackend, NftablesProxier } from '../../proxy/services/backends/nftables/index.ts';
+import type { Endpoint, ProxyConfigView, ServicePlan, ServicePort, SyncInput } from '../../proxy/services/model/types.ts';
+import { planServicePort } from '../../proxy/services/model/plan.ts';
 import { proxyConfig, servicePort } from '../helpers/proxy-fixtures.ts';
 
 const NODE = resolve('node_modules/.bin/node');

@@ -4,7 +4,7 @@ import { execFileSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestbed, killProc, spawnIn, waitFor, type BedPod, type Testbed } from '../bench/overlay.ts';
 import type { TestNetns } from '../helpers/netns.ts';
-import { canonicalIp } from '../../plugins/vxlan/cidr.ts';
+import { canonicalIp } from '../../lib/net/cidr.ts';
 
 const v6Pod = (i: number, k: number): string => `fd00:10:244:${i + 1}::${k + 1}`;
 const v6Cidr = (i: number): string => `fd00:10:244:${i + 1}::/64`;

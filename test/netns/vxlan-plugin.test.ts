@@ -5,7 +5,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { renderSubnetEnv } from '../../plugins/vxlan/subnet.ts';
+import { renderSubnetEnv } from '../../lib/overlay/subnet-file.ts';
 import { createTestbed, killProc, spawnIn, type BedNode, type Testbed } from '../bench/overlay.ts';
 import { createNetns, type TestNetns } from '../helpers/netns.ts';
 

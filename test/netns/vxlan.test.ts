@@ -3,10 +3,10 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ANNOTATIONS } from '../../plugins/vxlan/controller/config.ts';
-import { vtepMac } from '../../plugins/vxlan/controller/plan.ts';
-import { parseSubnetEnv } from '../../plugins/vxlan/subnet.ts';
-import { cleanupOverlay } from '../../plugins/vxlan/controller/index.ts';
+import { ANNOTATIONS } from '../../proxy/overlay/config.ts';
+import { vtepMac } from '../../proxy/overlay/plan.ts';
+import { parseSubnetEnv } from '../../lib/overlay/subnet-file.ts';
+import { cleanupOverlay } from '../../proxy/overlay/index.ts';
 import { createTestbed, killProc, quietLog, spawnIn, waitFor, type BedPod, type Testbed } from '../bench/overlay.ts';
 import type { TestNetns } from '../helpers/netns.ts';
 

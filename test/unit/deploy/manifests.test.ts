@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../../../proxy/config/config.ts';
-import { parseOverlayConfig } from '../../../plugins/vxlan/controller/config.ts';
+import { parseOverlayConfig } from '../../../proxy/overlay/config.ts';
 
 const root = join(import.meta.dirname, '../../..');
 type Obj = Record<string, unknown> & { kind?: string; metadata?: { name?: string; namespace?: string } };

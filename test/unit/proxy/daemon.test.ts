@@ -2,11 +2,11 @@ import type { V1EndpointSlice, V1Node, V1Service } from '@kubernetes/client-node
 import { describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig, parseDuration } from '../../../proxy/config/config.ts';
 import { ProxyDaemon } from '../../../proxy/daemon.ts';
-import { ProxyHealth } from '../../../proxy/healthcheck/proxy-health.ts';
-import { ServiceHealthServers } from '../../../proxy/healthcheck/servers.ts';
-import { ProxyMetrics } from '../../../proxy/metrics/metrics.ts';
-import type { ProxyBackend, SyncInput } from '../../../proxy/model/types.ts';
-import type { WatchHandlers, WatchSource } from '../../../proxy/watch/informers.ts';
+import { ProxyHealth } from '../../../proxy/services/healthcheck/proxy-health.ts';
+import { ServiceHealthServers } from '../../../proxy/services/healthcheck/servers.ts';
+import { ProxyMetrics } from '../../../proxy/services/metrics/metrics.ts';
+import type { ProxyBackend, SyncInput } from '../../../proxy/services/model/types.ts';
+import type { WatchHandlers, WatchSource } from '../../../proxy/services/watch/informers.ts';
 import { proxyConfig } from '../../helpers/proxy-fixtures.ts';
 
 const silent = { debug() {}, info() {}, warn() {}, error() {} };
