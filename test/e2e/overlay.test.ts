@@ -4,6 +4,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { resolveTarget } from '../cluster/cli.ts';
 import { manifest, netexecPod, useCluster, type Cluster } from './helpers/cluster.ts';
+import { waitFor } from '../helpers/wait.ts';
 
 let c: Cluster;
 let ns: string;
@@ -54,21 +55,12 @@ function kill(p: ChildProcess): void {
   }
 }
 
-async function until(what: string, fn: () => Promise<boolean>, timeoutMs: number): Promise<number> {
-  const t0 = Date.now();
-  for (;;) {
-    if (await fn().catch(() => false)) return Date.now() - t0;
-    if (Date.now() - t0 > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms: ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
 /** The client address a socat TCP server in `server` sees when `client` connects (server bound to ip:port). */
 async function tcpPeer(client: string, server: string, ip: string, port: number): Promise<string> {
   const srv = await background(server, ['socat', `TCP-LISTEN:${port},bind=${ip},reuseaddr,fork`, 'SYSTEM:echo $SOCAT_PEERADDR']);
   try {
     let seen = '';
-    await until(`${client} -> ${ip}:${port}`, async () => {
+    await waitFor(`${client} -> ${ip}:${port}`, async () => {
       const r = await c.exec(client, ['socat', '-t5', '-T5', '-', `TCP:${ip}:${port}`], { input: 'x\n', allowFail: true });
       seen = r.stdout.trim();
       return r.code === 0 && seen !== '';
@@ -163,7 +155,7 @@ describe('vxlan overlay on the local cluster', () => {
     );
     const vip = await c.kubectl(['get', 'svc', '-n', ns, 'ovl', '-o', 'jsonpath={.spec.clusterIP}']);
     let body = '';
-    await until('ClusterIP answers', async () => {
+    await waitFor('ClusterIP answers', async () => {
       const r = await c.curl(`${ns}/a1`, `http://${vip}/clientip`, { allowFail: true });
       body = r.stdout.trim();
       return r.code === 0 && body !== '';
@@ -191,17 +183,21 @@ describe('vxlan overlay on the local cluster', () => {
     };
     try {
       await c.apply(manifest(node));
-      const added = await until('peer route on every node', async () => {
+      let t0 = Date.now();
+      await waitFor('peer route on every node', async () => {
         for (const n of c.nodeNames) if (!(await overlayRoutes(n)).includes(`${cidr} via 10.244.250.0 dev flatnet.1`)) return false;
         return true;
       }, 10_000);
+      const added = Date.now() - t0;
       const fdb = await sh(c.nodeNames[0]!, ['bridge', 'fdb', 'show', 'dev', 'flatnet.1']);
       expect(fdb).toContain('02:00:00:00:fa:01 dst 192.0.2.250');
       await c.kubectl(['delete', 'node', name, '--wait=false']);
-      const removed = await until('peer route gone on every node', async () => {
+      t0 = Date.now();
+      await waitFor('peer route gone on every node', async () => {
         for (const n of c.nodeNames) if ((await overlayRoutes(n)).some((r) => r.startsWith(cidr))) return false;
         return true;
       }, 10_000);
+      const removed = Date.now() - t0;
       console.error(`[overlay e2e] peer propagation to all ${c.nodeNames.length} nodes: add ${added} ms, remove ${removed} ms (incl. polling)`);
       expect(added, 'add propagation ms').toBeLessThan(2000);
       expect(removed, 'remove propagation ms').toBeLessThan(2000);
@@ -213,8 +209,10 @@ describe('vxlan overlay on the local cluster', () => {
   it('heals a deleted VXLAN device', async () => {
     const n = c.nodeNames[1]!;
     await sh(n, ['ip', 'link', 'del', 'flatnet.1']);
-    const took = await until('flatnet.1 back with routes', async () => (await device(n)) !== undefined && (await overlayRoutes(n)).length === 2, 15_000);
-    await until('cross-node traffic after heal', () => ok(`${ns}/a1`, ['ping', '-c1', '-W1', ips.get('b1')!]), 10_000);
+    const t0 = Date.now();
+    await waitFor('flatnet.1 back with routes', async () => (await device(n)) !== undefined && (await overlayRoutes(n)).length === 2, 15_000);
+    const took = Date.now() - t0;
+    await waitFor('cross-node traffic after heal', () => ok(`${ns}/a1`, ['ping', '-c1', '-W1', ips.get('b1')!]), 10_000);
     console.error(`[overlay e2e] flatnet.1 recreated with its routes ${took} ms after deletion`);
     expect(took).toBeLessThan(15_000);
   });
@@ -227,11 +225,11 @@ describe('vxlan overlay on the local cluster', () => {
     const got: string[] = [];
     cli.stdout!.on('data', (b: Buffer) => got.push(b.toString()));
     cli.stdin!.write('one\n');
-    await until('echo before restart', async () => got.join('').includes('one'), 10_000);
+    await waitFor('echo before restart', async () => got.join('').includes('one'), 10_000);
     await c.restartDaemon(podNode('a2'));
     await c.restartDaemon(podNode('c1'));
     cli.stdin!.write('two\n');
-    await until('echo after restart', async () => got.join('').includes('two'), 10_000);
+    await waitFor('echo after restart', async () => got.join('').includes('two'), 10_000);
     expect(cli.exitCode).toBeNull();
     kill(cli);
     kill(srv);

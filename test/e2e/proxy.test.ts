@@ -4,7 +4,8 @@
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { record, loadState } from '../cluster/state.ts';
-import { startDetached, stopProcess, waitFor } from '../cluster/control-plane/proc.ts';
+import { startDetached, stopProcess } from '../cluster/control-plane/proc.ts';
+import { waitFor } from '../helpers/wait.ts';
 import { manifest, netexecPod, useCluster, type Cluster } from './helpers/cluster.ts';
 
 type Mode = 'iptables' | 'nftables' | 'ipvs';

@@ -2,7 +2,8 @@
 // IPv6-only underlay (VTEP addresses are IPv6, MTU = underlay - 70).
 import { execFileSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestbed, killProc, spawnIn, waitFor, type BedPod, type Testbed } from '../bench/overlay.ts';
+import { createTestbed, killProc, spawnIn, type BedPod, type Testbed } from '../helpers/overlay-testbed.ts';
+import { waitFor } from '../helpers/wait.ts';
 import type { TestNetns } from '../helpers/netns.ts';
 import { canonicalIp } from '../../lib/net/cidr.ts';
 
@@ -95,7 +96,7 @@ describe.each([
 
   it('carries IPv4 and IPv6 pod traffic across nodes with the pod source addresses', async () => {
     const [a, b] = pods as [(typeof pods)[0], (typeof pods)[0]];
-    await waitFor(() => ping(a.ns, b.ip6), 8000, 'IPv6 ping across nodes');
+    await waitFor('IPv6 ping across nodes', () => ping(a.ns, b.ip6), 8000);
     expect(ping(a.ns, b.ip)).toBe(true);
     expect(peerSeen(a.ns, b.ns, b.ip6, 7301)).toBe(a.ip6);
     expect(peerSeen(b.ns, a.ns, a.ip, 7302)).toBe(b.ip);

@@ -6,7 +6,7 @@ import { existsSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { renderSubnetEnv } from '../../lib/overlay/subnet-file.ts';
-import { createTestbed, killProc, spawnIn, type BedNode, type Testbed } from '../bench/overlay.ts';
+import { createTestbed, killProc, spawnIn, type BedNode, type Testbed } from '../helpers/overlay-testbed.ts';
 import { createNetns, type TestNetns } from '../helpers/netns.ts';
 
 const root = resolve(import.meta.dirname, '../..');

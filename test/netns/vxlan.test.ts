@@ -7,7 +7,8 @@ import { ANNOTATIONS } from '../../proxy/overlay/config.ts';
 import { vtepMac } from '../../proxy/overlay/plan.ts';
 import { parseSubnetEnv } from '../../lib/overlay/subnet-file.ts';
 import { cleanupOverlay } from '../../proxy/overlay/index.ts';
-import { createTestbed, killProc, quietLog, spawnIn, waitFor, type BedPod, type Testbed } from '../bench/overlay.ts';
+import { createTestbed, killProc, quietLog, spawnIn, type BedPod, type Testbed } from '../helpers/overlay-testbed.ts';
+import { waitFor } from '../helpers/wait.ts';
 import type { TestNetns } from '../helpers/netns.ts';
 
 let bed: Testbed;
@@ -183,17 +184,17 @@ describe('vxlan controller on real netns nodes', () => {
     const [n1, n2, n3] = bed.nodes as [(typeof bed.nodes)[0], (typeof bed.nodes)[0], (typeof bed.nodes)[0]];
     const saved = bed.store.get('node-3')!;
     bed.store.remove('node-3');
-    const took = await waitFor(
-      () => [n1, n2].every((n) => !routes(n.ns).some((r) => r.startsWith('10.244.3.0')) && !fdb(n.ns).some((f) => f.includes(n3.ip))),
-      3000,
-      'peers of node-3 removed',
-    );
+    let t0 = Date.now();
+    await waitFor('peers of node-3 removed', () => [n1, n2].every((n) => !routes(n.ns).some((r) => r.startsWith('10.244.3.0')) && !fdb(n.ns).some((f) => f.includes(n3.ip))), 3000);
+    const took = Date.now() - t0;
     expect(neighbours(n1.ns)).toEqual([`10.244.2.0 ${vtepMac('node-2', 1)}`]);
     expect(canPing(pods[0]!.ns, pods[2]!.ip)).toBe(false);
     bed.store.put(saved);
     // three controllers share this test process; on a saturated VM a pass can queue behind a resync, hence 3-4 s here
     // (test/e2e/overlay.test.ts asserts < 2 s both ways on the real daemons)
-    const back = await waitFor(() => [n1, n2].every((n) => routes(n.ns).some((r) => r.startsWith('10.244.3.0'))), 4000, 'node-3 back');
+    t0 = Date.now();
+    await waitFor('node-3 back', () => [n1, n2].every((n) => routes(n.ns).some((r) => r.startsWith('10.244.3.0'))), 4000);
+    const back = Date.now() - t0;
     console.error(`[vxlan netns] node removal applied on both peers in ${took} ms, re-add in ${back} ms`);
     expect(canPing(pods[0]!.ns, pods[2]!.ip)).toBe(true);
     expect(took).toBeLessThan(3000);
@@ -203,13 +204,13 @@ describe('vxlan controller on real netns nodes', () => {
     const n2 = bed.nodes[1]!;
     n2.ns.exec(['ip', 'link', 'del', 'flatnet.1']);
     expect(device(n2.ns)).toBeUndefined();
-    await waitFor(() => device(n2.ns) !== undefined && routes(n2.ns).length === 2 && fdb(n2.ns).length === 2, 8000, 'device recreated');
+    await waitFor('device recreated', () => device(n2.ns) !== undefined && routes(n2.ns).length === 2 && fdb(n2.ns).length === 2, 8000);
     expect(device(n2.ns)!.address).toBe(vtepMac('node-2', 1));
-    await waitFor(() => canPing(pods[0]!.ns, pods[1]!.ip), 8000, 'traffic after heal');
+    await waitFor('traffic after heal', () => canPing(pods[0]!.ns, pods[1]!.ip), 8000);
     const n1 = bed.nodes[0]!;
     n1.ns.exec(['ip', 'route', 'del', '10.244.3.0/24']);
     n1.ns.exec(['ip', 'neigh', 'del', '10.244.2.0', 'dev', 'flatnet.1']);
-    await waitFor(() => routes(n1.ns).length === 2 && neighbours(n1.ns).length === 2, 8000, 'route and neighbour restored');
+    await waitFor('route and neighbour restored', () => routes(n1.ns).length === 2 && neighbours(n1.ns).length === 2, 8000);
   });
 
   it('recreates a device of the wrong shape and repairs the masquerade table and subnet file', async () => {
@@ -218,16 +219,16 @@ describe('vxlan controller on real netns nodes', () => {
     n3.ns.exec(['ip', 'link', 'add', 'flatnet.1', 'type', 'vxlan', 'id', '1', 'dstport', '4789', 'local', n3.ip]);
     n3.ns.exec(['nft', 'delete', 'table', 'inet', bed.table]);
     execFileSync('rm', ['-f', n3.subnetFile]);
-    await waitFor(() => device(n3.ns)?.linkinfo.info_data.port === 8472 && device(n3.ns)?.linkinfo.info_data.learning === false, 8000, 'device reshaped');
-    await waitFor(() => existsSync(n3.subnetFile), 8000, 'subnet file rewritten');
-    await waitFor(() => {
+    await waitFor('device reshaped', () => device(n3.ns)?.linkinfo.info_data.port === 8472 && device(n3.ns)?.linkinfo.info_data.learning === false, 8000);
+    await waitFor('subnet file rewritten', () => existsSync(n3.subnetFile), 8000);
+    await waitFor('masquerade table restored', () => {
       try {
         n3.ns.exec(['nft', 'list', 'table', 'inet', bed.table]);
         return true;
       } catch {
         return false;
       }
-    }, 8000, 'masquerade table restored');
+    }, 8000);
     expect(peerSeen(pods[2]!.ns, bed.external, bed.externalIp, 'TCP', 7009)).toBe(n3.ip);
   });
 
@@ -240,12 +241,12 @@ describe('vxlan controller on real netns nodes', () => {
     cli.stdout!.on('data', (b: Buffer) => echoed.push(b.toString()));
     try {
       cli.stdin?.write('before\n');
-      await waitFor(() => echoed.join('').includes('before'), 8000, 'echo before restart');
+      await waitFor('echo before restart', () => echoed.join('').includes('before'), 8000);
       const n1 = bed.nodes[0]!;
       await n1.controller!.stop();
       await bed.startController(0);
       cli.stdin?.write('after\n');
-      await waitFor(() => echoed.join('').includes('after'), 8000, 'echo after restart');
+      await waitFor('echo after restart', () => echoed.join('').includes('after'), 8000);
     } finally {
       killProc(cli);
       killProc(srv);
@@ -273,7 +274,7 @@ describe('vxlan controller on real netns nodes', () => {
     expect(txCsum()).toBe('off');
     // and after the device is recreated
     n1.ns.exec(['ip', 'link', 'del', 'flatnet.1']);
-    await waitFor(() => device(n1.ns) !== undefined && txCsum() === 'off', 8000, 'offload off after recreate');
+    await waitFor('offload off after recreate', () => device(n1.ns) !== undefined && txCsum() === 'off', 8000);
     expect(peerSeen(pods[0]!.ns, pods[1]!.ns, pods[1]!.ip, 'TCP', 7012)).toBe(pods[0]!.ip);
     expect(peerSeen(pods[0]!.ns, pods[1]!.ns, pods[1]!.ip, 'UDP', 7013)).toBe(pods[0]!.ip);
   });

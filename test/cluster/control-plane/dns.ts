@@ -7,7 +7,8 @@ import { join } from 'node:path';
 import type { Runner } from '../../../lib/exec/runner.ts';
 import { record, type ClusterState } from '../state.ts';
 import type { Kubectl } from './kubectl.ts';
-import { isAlive, startDetached, tailFile, waitFor } from './proc.ts';
+import { isAlive, startDetached, tailFile } from './proc.ts';
+import { waitFor } from '../../helpers/wait.ts';
 
 export const DNS_SERVICE_IP = '10.96.0.10';
 export const DNS_POD = 'coredns';

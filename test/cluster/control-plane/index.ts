@@ -7,7 +7,8 @@ import { record, type ClusterState } from '../state.ts';
 import { apiserverArgv, controllerManagerArgv, etcdArgv, renderKubeconfig } from './config.ts';
 import { Kubectl } from './kubectl.ts';
 import { clusterCertSpecs, createPki } from './pki.ts';
-import { freePort, isAlive, startDetached, tailFile, waitFor } from './proc.ts';
+import { freePort, isAlive, startDetached, tailFile } from './proc.ts';
+import { waitFor } from '../../helpers/wait.ts';
 
 const REPO = join(import.meta.dirname, '..', '..', '..');
 

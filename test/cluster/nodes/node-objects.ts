@@ -2,7 +2,7 @@
 // Registered with each node's own identity (system:node:<name>), so the Node authorizer and NodeRestriction apply.
 import { apiRequest, type ApiIdentity } from '../control-plane/api.ts';
 import type { Kubectl } from '../control-plane/kubectl.ts';
-import { waitFor } from '../control-plane/proc.ts';
+import { waitFor } from '../../helpers/wait.ts';
 import { K8S_VERSION, type NodeRecord } from '../state.ts';
 
 export function nodeManifest(n: Pick<NodeRecord, 'name' | 'role'>): Record<string, unknown> {

@@ -6,7 +6,7 @@ import { ExecRunner } from '../../../lib/exec/exec.ts';
 import type { RunResult } from '../../../lib/exec/runner.ts';
 import { resolveTarget, restartDaemon as restartNodeDaemon } from '../../cluster/cli.ts';
 import { adminKubectl } from '../../cluster/control-plane/index.ts';
-import { waitFor } from '../../cluster/control-plane/proc.ts';
+import { waitFor } from '../../helpers/wait.ts';
 import { daemonLog } from '../../cluster/nodes/index.ts';
 import { loadState, NODE24, REPO_ROOT, type ClusterState, type PodNetwork, type ProxyImpl, type ProxyMode } from '../../cluster/state.ts';
 

@@ -8,7 +8,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { down } from '../cluster/cli.ts';
 import { clusterDir, loadState, NODE24, REPO_ROOT, type ClusterState } from '../cluster/state.ts';
 import { runPrefix } from '../helpers/prefix.ts';
-import { clusterHandle, manifest, netexecPod, startCluster } from './helpers/cluster.ts';
+import { clusterHandle, manifest, netexecPod, startCluster } from '../e2e/helpers/handle.ts';
 
 function procs(): { pid: number; cmd: string[]; netns: string; root: string }[] {
   const out: { pid: number; cmd: string[]; netns: string; root: string }[] = [];

@@ -6,7 +6,7 @@ import { BaseSequencer, type TestSpecification } from 'vitest/node';
  */
 export class TierSequencer extends BaseSequencer {
   override async sort(files: TestSpecification[]): Promise<TestSpecification[]> {
-    const rank = (f: TestSpecification) => (/-nftables\.test\.ts$/.test(f.moduleId) ? 0 : /smoke-teardown/.test(f.moduleId) ? 2 : 1);
+    const rank = (f: TestSpecification) => (/-nftables\.test\.ts$/.test(f.moduleId) ? 0 : 1);
     return [...files].sort((a, b) => rank(a) - rank(b) || a.moduleId.localeCompare(b.moduleId));
   }
 }

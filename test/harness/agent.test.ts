@@ -11,6 +11,7 @@ import { down, up } from '../cluster/cli.ts';
 import type { ClusterState } from '../cluster/state.ts';
 import { startAgent } from '../cluster/agent/index.ts';
 import { runPrefix } from '../helpers/prefix.ts';
+import { waitFor } from '../helpers/wait.ts';
 
 const NAME = runPrefix();
 const AGNHOST = 'registry.k8s.io/e2e-test-images/agnhost:2.53';
@@ -25,16 +26,6 @@ function kubectl(args: string[], input?: string): string {
 function getPod(name: string, ns = 'default'): V1Pod | undefined {
   const r = spawnSync(join(s.binDir, 'kubectl'), ['--kubeconfig', s.adminKubeconfig!, '-n', ns, 'get', 'pod', name, '-o', 'json'], { encoding: 'utf8' });
   return r.status === 0 ? (JSON.parse(r.stdout) as V1Pod) : undefined;
-}
-
-async function waitFor<T>(what: string, fn: () => T | undefined | false | Promise<T | undefined | false>, timeoutMs = 60_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
 }
 
 const ready = (p: V1Pod | undefined): boolean => p?.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') === true;
