@@ -19,7 +19,7 @@ import { KubeWatchSource, loadKubeConfig } from './services/watch/informers.ts';
 const USAGE = `usage: flatnet-proxy [--config FILE] [--kubeconfig FILE] [--master URL] [--hostname-override NAME]
   [--cluster-cidr CIDRS] [--proxy-mode iptables|nftables|ipvs] [--healthz-bind-address HOST:PORT]
   [--metrics-bind-address HOST:PORT] [--nodeport-addresses CIDRS] [--masquerade-all] [--detect-local-mode MODE]
-  [--iptables-localhost-nodeports] [--service-proxy-name NAME] [--overlay vxlan|none] [--cleanup] [--v N]`;
+  [--iptables-localhost-nodeports] [--service-proxy-name NAME] [--overlay vxlan|none] [--network-policy true|false] [--cleanup] [--v N]`;
 
 type Log = pino.Logger;
 
@@ -33,6 +33,7 @@ const modules = {
   nftables: (): Promise<BackendModule> => import('./services/backends/nftables/index.ts') as Promise<BackendModule>,
   ipvs: (): Promise<BackendModule> => import('./services/backends/ipvs/index.ts') as Promise<BackendModule>,
   overlay: (): Promise<unknown> => import('./overlay/index.ts'),
+  policy: (): Promise<typeof import('./policy/index.ts')> => import('./policy/index.ts'),
 };
 
 async function makeBackends(cfg: DaemonConfig, families: IpFamily[], runner: Runner, log: Log): Promise<Map<IpFamily, ProxyBackend>> {
@@ -69,6 +70,7 @@ async function cleanupAll(cfg: DaemonConfig, nodeName: string, runner: Runner, l
   } catch (err) {
     log.warn({ err: String(err) }, 'cleanup of the overlay failed');
   }
+  await (await modules.policy()).cleanupPolicy(runner, cfg.networkPolicyConfig).catch((err: unknown) => log.warn({ err: String(err) }, 'cleanup of the policy table failed'));
   for (const [name, load] of [['nftables', modules.nftables], ['ipvs', modules.ipvs]] as const) {
     try {
       const mod = await load();
@@ -176,6 +178,15 @@ async function main(argv: string[]): Promise<number> {
     }
   }
 
+  // the NetworkPolicy controller (proxy/policy): its own nftables table; turned off, it removes that table
+  let policy: { stop(): Promise<void> } | undefined;
+  const pmod = await modules.policy();
+  if (cfg.networkPolicy) {
+    policy = pmod.startPolicy({ kubeconfig: cfg.kubeconfig, master: cfg.master, nodeName, runner, log: log.child({ subsystem: 'policy' }), config: cfg.networkPolicyConfig });
+  } else {
+    await pmod.cleanupPolicy(runner, cfg.networkPolicyConfig).catch((e: unknown) => log.warn({ err: String(e) }, 'removing the policy table failed'));
+  }
+
   let stopping = false;
   const done = new Promise<number>((resolve) => {
     const stop = (sig: string): void => {
@@ -185,6 +196,7 @@ async function main(argv: string[]): Promise<number> {
       void (async () => {
         await daemon.stop().catch(() => {});
         await overlay?.stop().catch((e: unknown) => log.warn({ err: String(e) }, 'overlay stop failed'));
+        await policy?.stop().catch((e: unknown) => log.warn({ err: String(e) }, 'policy controller stop failed'));
         await healthServers.stop();
         for (const s of servers) await new Promise<void>((r) => s.close(() => r()));
         resolve(0);

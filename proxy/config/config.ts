@@ -39,6 +39,10 @@ export interface DaemonConfig {
   overlay: string | undefined;
   /** overlay section of the file (flatnet extension) */
   overlayConfig: Record<string, unknown>;
+  /** the NetworkPolicy controller (flatnet extension: `networkPolicy.enabled`, `--network-policy`) */
+  networkPolicy: boolean;
+  /** networkPolicy section of the file (flatnet extension): enabled, table */
+  networkPolicyConfig: Record<string, unknown>;
   /** service.kubernetes.io/service-proxy-name to serve ('' = only unlabelled services) */
   serviceProxyName: string;
   logLevel: string;
@@ -72,6 +76,8 @@ export const DEFAULTS: DaemonConfig = {
   ipvs: {},
   overlay: undefined,
   overlayConfig: {},
+  networkPolicy: true,
+  networkPolicyConfig: {},
   serviceProxyName: '',
   logLevel: 'info',
   cleanup: false,
@@ -207,6 +213,12 @@ export function parseConfigText(text: string): Partial<DaemonConfig> {
   const overlay = section('overlay');
   out.overlayConfig = overlay;
   if (typeof overlay.type === 'string') out.overlay = overlay.type;
+  const np = section('networkPolicy');
+  out.networkPolicyConfig = np;
+  if (np.enabled !== undefined) {
+    if (typeof np.enabled !== 'boolean') throw new ConfigError(`${w}.networkPolicy.enabled: expected true or false`);
+    out.networkPolicy = np.enabled;
+  }
   const lvl = doc.logging;
   if (isObj(lvl) && typeof lvl.verbosity === 'number') out.logLevel = lvl.verbosity >= 4 ? 'debug' : 'info';
   return out;
@@ -239,10 +251,14 @@ const FLAG_KEYS: Record<string, (c: Partial<DaemonConfig>, v: string) => void> =
     if (v !== 'vxlan' && v !== 'none') throw new ConfigError(`--overlay: expected vxlan or none, got ${v}`);
     c.overlay = v;
   },
+  'network-policy': (c, v) => {
+    if (v !== 'true' && v !== 'false') throw new ConfigError(`--network-policy: expected true or false, got ${v}`);
+    c.networkPolicy = v === 'true';
+  },
   v: (c, v) => (c.logLevel = Number(v) >= 4 ? 'debug' : 'info'),
   cleanup: (c, v) => (c.cleanup = v !== 'false'),
 };
-const BOOL_FLAGS = new Set(['cleanup', 'masquerade-all', 'iptables-localhost-nodeports', 'help']);
+const BOOL_FLAGS = new Set(['cleanup', 'masquerade-all', 'iptables-localhost-nodeports', 'network-policy', 'help']);
 
 /** kube-proxy style flags: --name=value, --name value, boolean --name. Unknown flags are an error. */
 export function parseFlags(argv: readonly string[]): ParsedFlags {

@@ -9,6 +9,7 @@ import { KubeClient } from '../../lib/kube/client.ts';
 import type { KubeConfig } from '../../lib/kube/config.ts';
 import { ListWatcher, objectKey, type KubeObject, type WatchLog } from '../../lib/kube/watch.ts';
 import { Nft } from '../../lib/nft/nft.ts';
+import { readSysctl, writeSysctl } from '../../lib/sysctl/sysctl.ts';
 import { runConntrackCleanup } from '../services/conntrack/stale.ts';
 import { BoundedFrequencyRunner, realClock, type Clock } from '../services/runner/bounded.ts';
 import { computeState, type PolicyState } from './compute.ts';
@@ -49,6 +50,7 @@ export interface PolicyControllerOptions {
 }
 
 const BRIDGE_SYSCTLS = ['net.bridge.bridge-nf-call-iptables', 'net.bridge.bridge-nf-call-ip6tables'];
+const BRIDGE_WARNING = 'bridge-nf-call-ip(6)tables is off and cannot be set: pods on the same bridge are not isolated from each other';
 
 export class PolicyController {
   readonly table: string;
@@ -162,8 +164,21 @@ export class PolicyController {
    * policy entirely.
    */
   private async ensureBridgeSysctls(): Promise<void> {
-    const r = await this.o.runner.run(['sysctl', '-w', ...BRIDGE_SYSCTLS.map((k) => `${k}=1`)], { allowFail: true, netns: this.o.netns });
-    if (r.code !== 0) this.o.log.error({ err: r.stderr.trim() }, 'cannot enable bridge-nf-call-iptables: pods on the same bridge are not isolated from each other');
+    if (this.o.netns) {
+      const r = await this.o.runner.run(['sysctl', '-q', '-w', ...BRIDGE_SYSCTLS.map((k) => `${k}=1`)], { allowFail: true, netns: this.o.netns });
+      if (r.code !== 0) this.o.log.error({ err: r.stderr.trim() }, BRIDGE_WARNING);
+      return;
+    }
+    // /proc/sys is read-only in an unprivileged container: the usual value (1, the per-netns default) is only read
+    for (const k of BRIDGE_SYSCTLS) {
+      let v = '';
+      try {
+        v = readSysctl(k);
+      } catch {
+        /* br_netfilter absent: no bridge traffic reaches any IP hook, nor is it filtered by one */
+      }
+      if (v !== '1' && !writeSysctl(k, '1', true)) this.o.log.error({ sysctl: k, value: v || 'absent' }, BRIDGE_WARNING);
+    }
   }
 
   private async syncOnce(): Promise<void> {

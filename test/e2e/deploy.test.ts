@@ -42,13 +42,15 @@ describe('deploy/ on the local cluster', () => {
     ['get', 'endpointslices.discovery.k8s.io'], ['list', 'endpointslices.discovery.k8s.io'], ['watch', 'endpointslices.discovery.k8s.io'],
     ['get', 'nodes'], ['list', 'nodes'], ['watch', 'nodes'], ['patch', 'nodes'],
     ['create', 'events'], ['create', 'events.events.k8s.io'],
+    ['get', 'pods'], ['list', 'pods'], ['watch', 'pods'], ['list', 'namespaces'], ['watch', 'namespaces'],
+    ['list', 'networkpolicies.networking.k8s.io'], ['watch', 'networkpolicies.networking.k8s.io'],
   ];
   const denied: Check[] = [
-    ['get', 'secrets'], ['list', 'secrets', 'kube-system'], ['list', 'pods'], ['create', 'pods'],
+    ['get', 'secrets'], ['list', 'secrets', 'kube-system'], ['create', 'pods'], ['delete', 'pods'], ['update', 'namespaces'],
     ['create', 'services'], ['update', 'services'], ['delete', 'services'], ['patch', 'services', undefined, 'status'],
     ['update', 'endpointslices.discovery.k8s.io'], ['create', 'endpointslices.discovery.k8s.io'],
     ['list', 'endpoints'], ['delete', 'nodes'], ['create', 'nodes'], ['update', 'nodes'], ['patch', 'nodes', undefined, 'status'], ['update', 'nodes', undefined, 'status'],
-    ['list', 'configmaps'], ['create', 'serviceaccounts', 'flatnet-system', 'token'], ['list', 'networkpolicies.networking.k8s.io'],
+    ['list', 'configmaps'], ['create', 'serviceaccounts', 'flatnet-system', 'token'], ['create', 'networkpolicies.networking.k8s.io'],
     ['impersonate', 'users'], ['escalate', 'clusterroles.rbac.authorization.k8s.io'], ['*', '*'],
   ];
 

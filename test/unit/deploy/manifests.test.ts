@@ -83,6 +83,8 @@ describe('deploy/ manifests', () => {
         'core/nodes:get', 'core/nodes:list', 'core/nodes:watch', 'core/nodes:patch',
         'discovery.k8s.io/endpointslices:get', 'discovery.k8s.io/endpointslices:list', 'discovery.k8s.io/endpointslices:watch',
         'core/events:create', 'core/events:patch', 'events.k8s.io/events:create', 'events.k8s.io/events:patch',
+        'core/pods:get', 'core/pods:list', 'core/pods:watch', 'core/namespaces:get', 'core/namespaces:list', 'core/namespaces:watch',
+        'networking.k8s.io/networkpolicies:get', 'networking.k8s.io/networkpolicies:list', 'networking.k8s.io/networkpolicies:watch',
       ].sort(),
     );
     const binding = find('ClusterRoleBinding');
