@@ -1,6 +1,6 @@
 // cniVersion handling: which versions we speak and how results move between the 0.3.x/0.4.0 and 1.x shapes.
 // Internally every result is in the 1.1.0 shape; it is converted to the config's version only when written.
-import { parseCidr } from '../net/ip.ts';
+import { familyOf } from '../net/ip.ts';
 import { CniError, ErrorCode, SUPPORTED_VERSIONS, type CniResult, type CniVersion, type IpConfig } from './types.ts';
 
 export function isSupportedVersion(v: unknown): v is CniVersion {
@@ -27,12 +27,6 @@ function omit<T extends object>(o: T, keys: readonly string[]): T {
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(o)) if (!keys.includes(k)) out[k] = v;
   return out as T;
-}
-
-function ipFamilyOf(address: string): '4' | '6' {
-  const c = parseCidr(address);
-  if (c) return c.ip.family === 4 ? '4' : '6';
-  return address.includes(':') ? '6' : '4';
 }
 
 /**
@@ -70,7 +64,7 @@ export function convertResult(result: CniResult, version: string): Record<string
       ? result.ips.map((ip) => omit(ip as IpConfig & { version?: string }, ['version']))
       : result.ips.map((ip) => {
           const { address, ...rest } = ip;
-          return { version: ipFamilyOf(address), address, ...rest };
+          return { version: familyOf(address) === 6 ? '6' : '4', address, ...rest };
         });
   }
   return out;

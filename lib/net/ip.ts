@@ -1,5 +1,6 @@
-// IP and CIDR math for IPv4 and IPv6 on bigint. Pure; no Node APIs.
-// Addresses are held as { family, value } where value is the unsigned integer of the address.
+// IP and CIDR math for IPv4 and IPv6 on bigint, the one IP module of flatnet (plugins, IPAM, daemon). Pure; no Node
+// APIs. Addresses are held as { family, value } where value is the unsigned integer of the address; the text helpers at
+// the end work on strings for callers that keep addresses as text (rule renderers, kernel output).
 
 export type Family = 4 | 6;
 
@@ -191,4 +192,61 @@ export function formatCidr(c: Cidr): string {
 export function normalizeIP(s: string): string | undefined {
   const ip = parseIP(s);
   return ip ? formatIP(ip) : undefined;
+}
+
+/** Is this the unspecified address (0.0.0.0 or ::)? */
+export const isUnspecified = (ip: IP): boolean => ip.value === 0n;
+
+const V4_TEXT = /^(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)$/;
+
+/**
+ * The family of an address, or of a CIDR ("addr/prefix": the address part), written as text; undefined when it is
+ * neither. IPv4-mapped IPv6 text counts as IPv6 here, as written.
+ */
+export function familyOf(text: string): Family | undefined {
+  if (typeof text !== 'string') return undefined;
+  const slash = text.indexOf('/');
+  const a = slash < 0 ? text : text.slice(0, slash);
+  if (!a.includes(':')) return V4_TEXT.test(a) ? 4 : undefined;
+  return parseV6(a) === undefined ? undefined : 6;
+}
+
+/** Canonical text of an address (dotted quad, RFC 5952); throws when `text` is not an address. */
+export function canonicalIP(text: string): string {
+  if (V4_TEXT.test(text)) return text;
+  const ip = parseIP(text);
+  if (!ip) throw new Error(`invalid IP address ${JSON.stringify(text)}`);
+  return formatIP(ip);
+}
+
+/** Parses "addr/prefix" or throws, naming the text. */
+export function mustParseCidr(text: string): Cidr {
+  const c = parseCidr(typeof text === 'string' ? text.trim() : text);
+  if (!c) throw new Error(`invalid CIDR ${JSON.stringify(text)}`);
+  return c;
+}
+
+/** "network/prefix" of a CIDR text, host bits cleared (10.1.0.5/24 -> 10.1.0.0/24); throws when invalid. */
+export function canonicalNetwork(text: string): string {
+  return formatCidr(canonicalCidr(mustParseCidr(text)));
+}
+
+/** Does the CIDR text contain the address text? False when either does not parse or the families differ. */
+export function cidrContainsText(cidr: string, ip: string): boolean {
+  const c = parseCidr(cidr);
+  const a = parseIP(ip);
+  return !!c && !!a && cidrContains(c, a);
+}
+
+/** An address as a single-host CIDR text: "10.0.0.1/32", "fd00::1/128"; throws when invalid. */
+export function hostCidr(text: string): string {
+  const ip = parseIP(text);
+  if (!ip) throw new Error(`invalid IP address ${JSON.stringify(text)}`);
+  return `${formatIP(ip)}/${bitsOf(ip.family)}`;
+}
+
+/** Canonical text of a CIDR with its host bits kept ("fd00:0::0005/64" -> "fd00::5/64"), or undefined when invalid. */
+export function normalizeCidr(text: string): string | undefined {
+  const c = parseCidr(text);
+  return c ? formatCidr(c) : undefined;
 }

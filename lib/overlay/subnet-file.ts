@@ -4,7 +4,7 @@
 //   FLATNET_SUBNET=10.244.1.0/24,fd00:10:244:1::/64  this node's podCIDR(s)
 //   FLATNET_MTU=1450                                  overlay MTU for pod interfaces
 //   FLATNET_IPMASQ=true                               the controller masquerades egress (the plugin must not)
-import { parseCidr } from '../net/cidr.ts';
+import { canonicalNetwork } from '../net/ip.ts';
 
 export const DEFAULT_SUBNET_FILE = '/run/flatnet/subnet.env';
 
@@ -42,7 +42,7 @@ export function parseSubnetEnv(text: string): SubnetEnv {
       if (required) throw new Error(`subnet file: ${key} missing`);
       return [];
     }
-    return v.split(',').map((c) => parseCidr(c).text);
+    return v.split(',').map(canonicalNetwork);
   };
   const subnets = list('FLATNET_SUBNET', true);
   const networks = list('FLATNET_NETWORK', false);

@@ -24,7 +24,7 @@ import {
 } from './ipmasq.ts';
 import { BridgeErrorCode, bridgeCreateArgs, EXIT_IFNAME_EXISTS, planAdd, planContainer, randomMac, type AddPlan } from './plan.ts';
 import { renderSpoofSetup, renderSpoofTeardown, spoofId } from './spoofcheck.ts';
-import { canonicalCidr, canonicalIp } from './ipmath.ts';
+import { familyOf, normalizeCidr, normalizeIP } from '../../lib/net/ip.ts';
 
 const SEP = '@@flatnet@@';
 /** exit status of the first ADD program when listing the host's links fails */
@@ -221,7 +221,7 @@ export async function bridgeAdd(ctx: InvocationContext, deps: BridgeDeps): Promi
       steps.push({ label: 'mac spoof check', step: { argv: ['nft', '-f', '-'], input: renderSpoofSetup(spoofId(env.containerId, env.ifname), plan.hostVeth, plan.containerMac) } });
     }
     if (plan.masqIps.length) {
-      const fams = [...new Set(plan.masqIps.map((ip): Family => (ip.includes(':') ? 6 : 4)))];
+      const fams = [...new Set(plan.masqIps.map((ip): Family => familyOf(ip) ?? 4))];
       undo.push(() => masqTeardown(runner, cfg, env.containerId, env.ifname, fams));
       steps.push(...masqSteps(cfg, env.containerId, env.ifname, plan.masqIps));
     }
@@ -269,7 +269,7 @@ export async function bridgeDel(ctx: InvocationContext, deps: BridgeDeps): Promi
   if (cfg.ipMasq) {
     // libcni passes the cached result on DEL: its IPs tell which families need looking at
     const prevIps = ctx.conf.prevResult?.ips ?? [];
-    const fams = prevIps.length ? [...new Set(prevIps.map((i): Family => (i.address.includes(':') ? 6 : 4)))] : undefined;
+    const fams = prevIps.length ? [...new Set(prevIps.map((i): Family => familyOf(i.address) ?? 4))] : undefined;
     steps.push(masqTeardown(runner, cfg, env.containerId, env.ifname, fams).catch((e: unknown) => Promise.reject(kernelError('failed to remove IP masquerade', e))));
   }
   if (cfg.macSpoofCheck) {
@@ -342,15 +342,15 @@ export async function bridgeCheck(ctx: InvocationContext, deps: BridgeDeps): Pro
   const vethIf = ifs.find((i) => i.name === veth.ifname);
   if (vethIf?.mac && vethIf.mac !== veth.address) throw mismatch(`Interface ${veth.ifname} Mac doesn't match: ${vethIf.mac} not found`);
 
-  const have = new Set(c.addrs.map((a) => `${canonicalIp(a.local)}/${a.prefixlen}`));
+  const have = new Set(c.addrs.map((a) => `${normalizeIP(a.local) ?? a.local}/${a.prefixlen}`));
   for (const ip of prev.ips ?? []) {
     if (ip.interface !== undefined && ifs[ip.interface]?.name !== env.ifname) continue;
-    if (!have.has(canonicalCidr(ip.address))) throw mismatch(`ip ${ip.address} not found on ${env.ifname}`);
+    if (!have.has(normalizeCidr(ip.address) ?? ip.address)) throw mismatch(`ip ${ip.address} not found on ${env.ifname}`);
   }
   for (const r of prev.routes ?? []) {
-    const dst = canonicalCidr(r.dst);
+    const dst = normalizeCidr(r.dst) ?? r.dst;
     const found = routes.some(
-      (x) => canonicalCidr(x.dst) === dst && (r.gw === undefined || (x.gateway !== undefined && canonicalIp(x.gateway) === canonicalIp(r.gw))),
+      (x) => (normalizeCidr(x.dst) ?? x.dst) === dst && (r.gw === undefined || (x.gateway !== undefined && normalizeIP(x.gateway) === normalizeIP(r.gw))),
     );
     if (!found) throw mismatch(`Route to ${r.dst}${r.gw ? ` via ${r.gw}` : ''} not found in ${env.netns}`);
   }

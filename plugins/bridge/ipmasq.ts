@@ -6,7 +6,7 @@
 // iptables: one chain per attachment, CNI-<sha512(network:ifname:containerID)[:24]>, jumped to from nat POSTROUTING.
 // nftables: table inet cni_plugins_masquerade, chain masq_checks, one rule per attachment IP.
 import { createHash } from 'node:crypto';
-import { cidrString, networkOf, parseCidr, ipOf, type Cidr } from './ipmath.ts';
+import { bitsOf, canonicalCidr, formatCidr, formatIP, parseCidr, type Cidr } from '../../lib/net/ip.ts';
 
 export const NFT_TABLE = 'cni_plugins_masquerade';
 export const NFT_CHAIN = 'masq_checks';
@@ -44,7 +44,7 @@ function byFamily(ips: readonly string[]): { 4: Cidr[]; 6: Cidr[] } {
   for (const s of ips) {
     const c = parseCidr(s);
     if (!c) throw new Error(`ipmasq: invalid address ${s}`);
-    out[c.family].push(c);
+    out[c.ip.family].push(c);
   }
   return out;
 }
@@ -63,10 +63,10 @@ export function renderIptablesAdd(a: Attachment, ips: readonly string[]): { 4?: 
     if (!list.length) continue;
     const mc = f === 4 ? '224.0.0.0/4' : 'ff00::/8';
     const lines = ['*nat', `:${chain} - [0:0]`];
-    const nets = [...new Set(list.map((c) => cidrString(networkOf(c))))];
+    const nets = [...new Set(list.map((c) => formatCidr(canonicalCidr(c))))];
     for (const n of nets) lines.push(`-A ${chain} -d ${n} -m comment --comment "${comment}" -j ACCEPT`);
     lines.push(`-A ${chain} ! -d ${mc} -m comment --comment "${comment}" -j MASQUERADE`);
-    for (const c of list) lines.push(`-A POSTROUTING -s ${ipOf(c)}/${f === 4 ? 32 : 128} -m comment --comment "${comment}" -j ${chain}`);
+    for (const c of list) lines.push(`-A POSTROUTING -s ${formatIP(c.ip)}/${bitsOf(f)} -m comment --comment "${comment}" -j ${chain}`);
     lines.push('COMMIT', '');
     out[f] = lines.join('\n');
   }
@@ -142,8 +142,8 @@ export function renderNftAdd(a: Attachment, ips: readonly string[]): string {
   for (const s of ips) {
     const c = parseCidr(s);
     if (!c) throw new Error(`ipmasq: invalid address ${s}`);
-    const ipk = c.family === 4 ? 'ip' : 'ip6';
-    lines.push(`add rule ${t} ${NFT_CHAIN} ${ipk} saddr ${ipOf(c)} ${ipk} daddr != ${cidrString(networkOf(c))} masquerade comment "${comment}"`);
+    const ipk = c.ip.family === 4 ? 'ip' : 'ip6';
+    lines.push(`add rule ${t} ${NFT_CHAIN} ${ipk} saddr ${formatIP(c.ip)} ${ipk} daddr != ${formatCidr(canonicalCidr(c))} masquerade comment "${comment}"`);
   }
   return lines.join('\n') + '\n';
 }

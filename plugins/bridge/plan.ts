@@ -6,7 +6,7 @@ import type { AddrInfo, LinkInfo } from '../../lib/link/parse.ts';
 import { sysctlShellLine } from '../../lib/sysctl/sysctl.ts';
 import { shq } from '../../lib/netns/netns.ts';
 import type { BridgeConfig } from './config.ts';
-import { canonicalIp, cidrContains, cidrString, firstHost, parseCidr, parseIp, type Cidr } from './ipmath.ts';
+import { addIP, cidrContains, formatCidr, formatIP, networkOf, normalizeIP, normalizeCidr, parseCidr, parseIP, familyOf, type Cidr } from '../../lib/net/ip.ts';
 
 /** Plugin-specific error codes (100+). */
 export const BridgeErrorCode = {
@@ -92,7 +92,8 @@ export function randomMac(bytes: Uint8Array): string {
   return b.map((x) => x.toString(16).padStart(2, '0')).join(':');
 }
 
-const familyOf = (s: string): 4 | 6 => (s.includes(':') ? 6 : 4);
+/** The reference's default gateway: the network address + 1. */
+export const firstHost = (c: Cidr): string => formatIP(addIP(networkOf(c), 1)!);
 const DEFAULT_DST = { 4: '0.0.0.0/0', 6: '::/0' } as const;
 
 export interface Gateways {
@@ -110,7 +111,7 @@ export function calcGateways(cfg: BridgeConfig, ipam: CniResult): Gateways {
   for (const ip of ipam.ips ?? []) {
     const c = parseCidr(ip.address);
     if (!c) throw new CniError(7, `IPAM returned an invalid address ${JSON.stringify(ip.address)}`);
-    const f = c.family;
+    const f = c.ip.family;
     const out: IpConfig = { ...ip, interface: 2 };
     if (out.gateway === undefined && cfg.isGateway) out.gateway = firstHost(c);
     if (cfg.isDefaultGateway && !defaultFound[f]) {
@@ -121,9 +122,9 @@ export function calcGateways(cfg: BridgeConfig, ipam: CniResult): Gateways {
       }
     }
     if (cfg.isGateway && out.gateway) {
-      const g = parseIp(out.gateway);
+      const g = parseIP(out.gateway);
       if (!g || g.family !== f) throw new CniError(7, `gateway ${out.gateway} does not match address ${ip.address}`);
-      gws[f].push({ family: f, addr: g.addr, prefix: c.prefix });
+      gws[f].push({ ip: g, prefix: c.prefix });
     }
     ips.push(out);
   }
@@ -131,8 +132,7 @@ export function calcGateways(cfg: BridgeConfig, ipam: CniResult): Gateways {
 }
 
 function normDst(d: string): string {
-  const c = parseCidr(d);
-  return c ? cidrString(c) : d;
+  return normalizeCidr(d) ?? d;
 }
 
 /** Decide what happens to the gateway address on `target`, given its current addresses (reference ensureAddr). */
@@ -142,14 +142,14 @@ export function planGatewayAddr(
   gw: Cidr,
   forceAddress: boolean,
 ): { add?: string; remove: string[] } {
-  const want = cidrString(gw);
+  const want = formatCidr(gw);
   const remove: string[] = [];
   for (const a of current) {
-    if ((a.family === 'inet') !== (gw.family === 4)) continue;
-    const have = `${canonicalIp(a.local)}/${a.prefixlen}`;
+    if ((a.family === 'inet') !== (gw.ip.family === 4)) continue;
+    const have = `${normalizeIP(a.local) ?? a.local}/${a.prefixlen}`;
     if (have === want) return { remove };
     const hc = parseCidr(have)!;
-    const overlaps = gw.family === 4 || cidrContains(hc, gw) || cidrContains(gw, hc);
+    const overlaps = gw.ip.family === 4 || cidrContains(hc, gw.ip) || cidrContains(gw, hc.ip);
     if (!overlaps) continue;
     if (!forceAddress) {
       throw new CniError(BridgeErrorCode.AddressConflict, `"${target}" already has an IP address different from ${want}`);
@@ -210,12 +210,12 @@ export function planContainer(inp: ContainerInput): ContainerPlan {
     const famGw: { 4?: string; 6?: string } = {};
     for (const ip of gw.ips) {
       cb.cmd('address', 'add', ip.address, 'dev', ifname);
-      const f = familyOf(ip.address);
+      const f = familyOf(ip.address) ?? 4;
       if (ip.gateway && famGw[f] === undefined && familyOf(ip.gateway) === f) famGw[f] = ip.gateway;
     }
     cb.cmd('link', 'set', ifname, 'up');
     for (const r of gw.routes) {
-      const f = familyOf(r.dst);
+      const f = familyOf(r.dst) ?? 4;
       const via = r.gw ?? famGw[f];
       cb.cmd(
         ...routeAddArgs({
@@ -316,7 +316,7 @@ export function planAdd(inp: AddInput, container?: ContainerPlan): AddPlan {
         for (const r of p.remove) {
           hb.cmd('address', 'del', r, 'dev', target);
           removedAddrs.push({ target, cidr: r });
-          addrs = addrs.filter((a) => `${canonicalIp(a.local)}/${a.prefixlen}` !== r);
+          addrs = addrs.filter((a) => `${normalizeIP(a.local) ?? a.local}/${a.prefixlen}` !== r);
         }
         if (p.add) {
           // replace: idempotent when a concurrent ADD of the same network adds the same gateway

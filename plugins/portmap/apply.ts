@@ -17,7 +17,8 @@ import {
 import { Nft, NftTransaction, type NftTableListing } from '../../lib/nft/index.ts';
 import type { ContainerIPs, PortMapConfig } from './config.ts';
 import { DEFAULT_LOCK_PATH, withHostLock } from './lock.ts';
-import type { Family, ParsedCidr } from './ip.ts';
+import type { Family } from '../../lib/net/ip.ts';
+import type { ContainerAddr } from './config.ts';
 import {
   LOCALNET_GUARD_CHAIN,
   LOCALNET_GUARD_RULE,
@@ -124,7 +125,7 @@ export class IptablesBackend {
     }
   }
 
-  private async addFamily(ipt: Iptables, cfg: PortMapConfig, containerId: string, c: ParsedCidr): Promise<void> {
+  private async addFamily(ipt: Iptables, cfg: PortMapConfig, containerId: string, c: ContainerAddr): Promise<void> {
     const plan = planIptables(cfg, containerId, c);
     let rs = await ipt.save(); // all tables: nat, and filter for the localnet guard
     if (!hasChain(rs, 'nat', TOP_DNAT_CHAIN)) {
@@ -289,7 +290,7 @@ export class NftBackend {
   }
 
   async add(cfg: PortMapConfig, containerId: string, ips: ContainerIPs): Promise<void> {
-    const cs = [ips.v4, ips.v6].filter((c): c is ParsedCidr => !!c && mappingsFor(cfg, c.family).length > 0);
+    const cs = [ips.v4, ips.v6].filter((c): c is ContainerAddr => !!c && mappingsFor(cfg, c.family).length > 0);
     if (!cs.length) return;
     if (cfg.snat && ips.v4 && cs.includes(ips.v4)) await enableRouteLocalnet(this.env, ips.v4.ip);
     const tag = nftTag(cfg.name, containerId);

@@ -2,7 +2,7 @@
 // Pure: no I/O. Every error is a CniError with code 7 (invalid config) naming the bad field.
 
 import { CniError, ErrorCode, type CniResult, type NetConf } from '../../lib/cni/types.ts';
-import { canonicalIP, familyOf, isUnspecified, parseCidr, type Family, type ParsedCidr } from './ip.ts';
+import { canonicalCidr, familyOf, formatCidr, formatIP, isUnspecified, parseCidr, parseIP, type Family } from '../../lib/net/ip.ts';
 
 export type Protocol = 'tcp' | 'udp' | 'sctp';
 export type Backend = 'iptables' | 'nftables';
@@ -88,10 +88,10 @@ export function parseMappings(raw: unknown): Mapping[] {
     let hostIP: string | undefined;
     let families: Family[] = [4, 6];
     if (m.hostIP !== undefined && m.hostIP !== null && m.hostIP !== '') {
-      if (typeof m.hostIP !== 'string' || !familyOf(m.hostIP)) throw bad(`portMappings[${i}].hostIP ${JSON.stringify(m.hostIP)} is not an IP address`);
-      const fam = familyOf(m.hostIP)!;
-      families = [fam];
-      if (!isUnspecified(m.hostIP)) hostIP = canonicalIP(m.hostIP);
+      const host = typeof m.hostIP === 'string' ? parseIP(m.hostIP) : undefined;
+      if (!host || !familyOf(m.hostIP as string)) throw bad(`portMappings[${i}].hostIP ${JSON.stringify(m.hostIP)} is not an IP address`);
+      families = [host.family];
+      if (!isUnspecified(host)) hostIP = formatIP(host);
     }
     const key = `${protocol}/${hostIP ?? families.join('')}/${hostPort}`;
     if (seen.has(key)) throw bad(`portMappings[${i}]: duplicate ${protocol} hostPort ${hostPort}${hostIP ? ` on ${hostIP}` : ''}`);
@@ -136,9 +136,25 @@ export function parseConfig(conf: NetConf): PortMapConfig {
   };
 }
 
+/** A container address from prevResult, in canonical text. */
+export interface ContainerAddr {
+  family: Family;
+  ip: string;
+  prefix: number;
+  /** network/prefix */
+  network: string;
+}
+
+/** Parses a prevResult address ("addr/prefix"); throws when it is not one. */
+export function containerAddr(text: string): ContainerAddr {
+  const c = parseCidr(text);
+  if (!c) throw new Error(`invalid CIDR: ${text}`);
+  return { family: c.ip.family, ip: formatIP(c.ip), prefix: c.prefix, network: formatCidr(canonicalCidr(c)) };
+}
+
 export interface ContainerIPs {
-  v4?: ParsedCidr;
-  v6?: ParsedCidr;
+  v4?: ContainerAddr;
+  v6?: ContainerAddr;
 }
 
 /**
@@ -148,9 +164,9 @@ export interface ContainerIPs {
 export function containerIPs(prev: CniResult, ifname: string): ContainerIPs {
   const out: ContainerIPs = {};
   for (const ip of prev.ips ?? []) {
-    let c: ParsedCidr;
+    let c: ContainerAddr;
     try {
-      c = parseCidr(ip.address);
+      c = containerAddr(ip.address);
     } catch {
       throw bad(`prevResult ip ${JSON.stringify(ip.address)} is not a CIDR`);
     }

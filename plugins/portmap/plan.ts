@@ -1,7 +1,8 @@
 // Pure desired-state computation for portmap: which rules one container owns, per backend and family.
 
 import { createHash } from 'node:crypto';
-import type { Family, ParsedCidr } from './ip.ts';
+import type { Family } from '../../lib/net/ip.ts';
+import type { ContainerAddr } from './config.ts';
 import type { Mapping, PortMapConfig, Protocol } from './config.ts';
 
 // ---- names and ownership ----
@@ -73,7 +74,7 @@ export function mappingsFor(cfg: PortMapConfig, family: Family): Mapping[] {
   return cfg.mappings.filter((m) => m.families.includes(family));
 }
 
-function dest(c: ParsedCidr, port: number): string {
+function dest(c: ContainerAddr, port: number): string {
   return c.family === 4 ? `${c.ip}:${port}` : `[${c.ip}]:${port}`;
 }
 
@@ -93,7 +94,7 @@ export interface IptablesPlan {
 
 const PROTOS: Protocol[] = ['sctp', 'tcp', 'udp'];
 
-export function planIptables(cfg: PortMapConfig, containerId: string, c: ParsedCidr): IptablesPlan {
+export function planIptables(cfg: PortMapConfig, containerId: string, c: ContainerAddr): IptablesPlan {
   const maps = mappingsFor(cfg, c.family);
   const dnatChain = dnatChainName(cfg.name, containerId);
   const comment = dnatComment(cfg.name, containerId);
@@ -153,7 +154,7 @@ export interface NftRulePlan {
 }
 
 /** The container's rules (all carry its tag as comment). */
-export function planNft(cfg: PortMapConfig, c: ParsedCidr): NftRulePlan[] {
+export function planNft(cfg: PortMapConfig, c: ContainerAddr): NftRulePlan[] {
   const ipx = c.family === 4 ? 'ip' : 'ip6';
   const nfproto = c.family === 4 ? 'ipv4' : 'ipv6';
   const out: NftRulePlan[] = [];

@@ -1,5 +1,5 @@
 // The overlay controller's configuration: parsed and validated from a plain object (the daemon's config section).
-import { parseCidr } from '../../lib/net/cidr.ts';
+import { canonicalNetwork } from '../../lib/net/ip.ts';
 import { DEFAULT_SUBNET_FILE } from '../../lib/overlay/subnet-file.ts';
 
 export interface OverlayConfig {
@@ -69,7 +69,7 @@ function cidrs(v: unknown, key: string): string[] {
   }
   return list.map((c: string) => {
     try {
-      return parseCidr(c).text;
+      return canonicalNetwork(c);
     } catch (e) {
       throw new Error(`overlay config: ${key}: ${(e as Error).message}`, { cause: e });
     }

@@ -1,6 +1,6 @@
 // Reading the kernel (iproute2 JSON output, parsed by pure functions) and applying programs through a Runner.
 import type { Runner } from '../../lib/exec/runner.ts';
-import { canonicalIp } from '../../lib/net/cidr.ts';
+import { canonicalIP } from '../../lib/net/ip.ts';
 import type { FdbEntry, ObservedDevice, ObservedRoute, ObservedState, Underlay } from './plan.ts';
 
 interface JsonAddr {
@@ -51,15 +51,15 @@ export function parseDeviceAddresses(text: string, dev: string): string[] {
   const l = parseJson<JsonLink>(text, 'addr').find((x) => x.ifname === dev);
   return (l?.addr_info ?? [])
     .filter((a) => a.scope !== 'link' && a.scope !== 'host' && a.local)
-    .map((a) => `${canonicalIp(a.local!)}/${a.prefixlen}`);
+    .map((a) => `${canonicalIP(a.local!)}/${a.prefixlen}`);
 }
 
 /** The interface holding `ip` (from `ip -j addr show`). */
 export function findUnderlay(text: string, ip: string): Underlay | undefined {
-  const want = canonicalIp(ip);
+  const want = canonicalIP(ip);
   for (const l of parseJson<JsonLink>(text, 'addr')) {
     for (const a of l.addr_info ?? []) {
-      if (a.local && canonicalIp(a.local) === want && l.ifname) {
+      if (a.local && canonicalIP(a.local) === want && l.ifname) {
         return { dev: l.ifname, ip: want, prefix: a.prefixlen ?? (want.includes(':') ? 128 : 32), mtu: l.mtu ?? 1500 };
       }
     }

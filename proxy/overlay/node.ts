@@ -1,5 +1,5 @@
 // The slice of a Kubernetes Node the overlay needs, and the sources that provide Nodes.
-import { ipFamily, parseCidr } from '../../lib/net/cidr.ts';
+import { canonicalNetwork, familyOf } from '../../lib/net/ip.ts';
 
 export interface OverlayNode {
   name: string;
@@ -25,13 +25,13 @@ export function toOverlayNode(n: NodeLike): OverlayNode | undefined {
   const podCIDRs: string[] = [];
   for (const c of rawCidrs) {
     try {
-      podCIDRs.push(parseCidr(c).text);
+      podCIDRs.push(canonicalNetwork(c));
     } catch {
       /* ignore malformed */
     }
   }
   const internalIPs = (n.status?.addresses ?? [])
-    .filter((a) => a.type === 'InternalIP' && ipFamily(a.address) !== undefined)
+    .filter((a) => a.type === 'InternalIP' && familyOf(a.address) !== undefined)
     .map((a) => a.address);
   return { name, internalIPs, podCIDRs, annotations: { ...(n.metadata?.annotations ?? {}) } };
 }

@@ -1,6 +1,6 @@
 // Pure planning for the overlay: Node list + local facts -> desired state; desired vs observed kernel -> programs.
 import { createHash } from 'node:crypto';
-import { canonicalIp, cidrContains, ipFamily, networkAddress, parseCidr, type Family } from '../../lib/net/cidr.ts';
+import { canonicalIP, canonicalNetwork, cidrContainsText, familyOf, formatIP, hostCidr, mustParseCidr, networkOf, type Family } from '../../lib/net/ip.ts';
 import type { SubnetEnv } from '../../lib/overlay/subnet-file.ts';
 import { ANNOTATIONS, type OverlayConfig } from './config.ts';
 import type { OverlayNode } from './node.ts';
@@ -76,23 +76,22 @@ const MAC_RE = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
 
 /** The node's VTEP address: its IPv4 InternalIP (or IPv6 when preferred or the only one). */
 export function underlayIp(node: OverlayNode, preferIPv6: boolean): string | undefined {
-  const v4 = node.internalIPs.find((ip) => ipFamily(ip) === 4);
-  const v6 = node.internalIPs.find((ip) => ipFamily(ip) === 6);
+  const v4 = node.internalIPs.find((ip) => familyOf(ip) === 4);
+  const v6 = node.internalIPs.find((ip) => familyOf(ip) === 6);
   return preferIPv6 ? (v6 ?? v4) : (v4 ?? v6);
 }
 
 /** Overlay MTU: configured, else underlay MTU minus VXLAN overhead (50 over IPv4, 70 over IPv6). */
 export function overlayMtu(cfg: OverlayConfig, underlay: Underlay): number {
   if (cfg.mtu !== undefined) return cfg.mtu;
-  return underlay.mtu - (ipFamily(underlay.ip) === 6 ? 70 : 50);
+  return underlay.mtu - (familyOf(underlay.ip) === 6 ? 70 : 50);
 }
 
 function sameSubnet(underlay: Underlay, ip: string): boolean {
-  if (ipFamily(ip) !== ipFamily(underlay.ip)) return false;
-  return cidrContains(parseCidr(`${underlay.ip}/${underlay.prefix}`), ip);
+  return cidrContainsText(`${underlay.ip}/${underlay.prefix}`, ip);
 }
 
-const byFamily = (list: string[], f: Family): string[] => list.filter((c) => parseCidr(c).family === f);
+const byFamily = (list: string[], f: Family): string[] => list.filter((c) => familyOf(c) === f);
 const uniqSorted = (l: string[]): string[] => [...new Set(l)].sort();
 
 /**
@@ -101,14 +100,11 @@ const uniqSorted = (l: string[]): string[] => [...new Set(l)].sort();
  */
 export function planOverlay(cfg: OverlayConfig, self: OverlayNode, nodes: OverlayNode[], underlay: Underlay): DesiredState {
   const mac = vtepMac(self.name, cfg.vni);
-  const local = canonicalIp(underlay.ip);
+  const local = canonicalIP(underlay.ip);
   const mtu = overlayMtu(cfg, underlay);
   const device: DeviceSpec = { name: cfg.deviceName, vni: cfg.vni, port: cfg.port, local, mac, mtu };
-  const addresses = self.podCIDRs.map((c) => {
-    const p = parseCidr(c);
-    return `${networkAddress(p)}/${p.family === 4 ? 32 : 128}`;
-  });
-  const underlayFamily = ipFamily(local)!;
+  const addresses = self.podCIDRs.map((c) => hostCidr(formatIP(networkOf(mustParseCidr(c)))));
+  const underlayFamily = familyOf(local)!;
 
   const neighbours: Neighbour[] = [];
   const fdb: FdbEntry[] = [];
@@ -119,23 +115,23 @@ export function planOverlay(cfg: OverlayConfig, self: OverlayNode, nodes: Overla
     const a = n.annotations;
     const why =
       peerProblem(cfg, n, underlayFamily) ??
-      (canonicalIp(a[ANNOTATIONS.publicIp]!) === local ? 'public IP is this node\'s own address' : undefined);
+      (canonicalIP(a[ANNOTATIONS.publicIp]!) === local ? 'public IP is this node\'s own address' : undefined);
     if (why) {
       skipped.push({ node: n.name, reason: why });
       continue;
     }
     const peerMac = a[ANNOTATIONS.vtepMac]!.toLowerCase();
-    const peerIp = canonicalIp(a[ANNOTATIONS.publicIp]!);
+    const peerIp = canonicalIP(a[ANNOTATIONS.publicIp]!);
     let needsFdb = false;
     for (const c of n.podCIDRs) {
-      const p = parseCidr(c);
-      if (cfg.directRouting && p.family === underlayFamily && sameSubnet(underlay, peerIp)) {
-        routes.push({ dst: p.text, via: peerIp, dev: underlay.dev, onlink: false });
+      const dst = canonicalNetwork(c);
+      if (cfg.directRouting && familyOf(c) === underlayFamily && sameSubnet(underlay, peerIp)) {
+        routes.push({ dst, via: peerIp, dev: underlay.dev, onlink: false });
         continue;
       }
-      const gw = networkAddress(p);
+      const gw = formatIP(networkOf(mustParseCidr(c)));
       neighbours.push({ ip: gw, mac: peerMac });
-      routes.push({ dst: p.text, via: gw, dev: cfg.deviceName, onlink: true });
+      routes.push({ dst, via: gw, dev: cfg.deviceName, onlink: true });
       needsFdb = true;
     }
     if (needsFdb) fdb.push({ mac: peerMac, dst: peerIp });
@@ -155,7 +151,7 @@ export function planOverlay(cfg: OverlayConfig, self: OverlayNode, nodes: Overla
   if (self.podCIDRs.length) {
     desired.subnetEnv = { networks: clusterCIDRs, subnets: self.podCIDRs, mtu, ipMasq: cfg.masquerade };
     if (cfg.masquerade) {
-      const nodeIps = nodes.flatMap((n) => n.internalIPs).map((ip) => `${canonicalIp(ip)}/${ipFamily(ip) === 4 ? 32 : 128}`);
+      const nodeIps = nodes.flatMap((n) => n.internalIPs).map(hostCidr);
       const exempt = uniqSorted([...clusterCIDRs, ...cfg.nonMasqueradeCIDRs, ...nodeIps]);
       desired.masquerade = {
         table: cfg.masqueradeTable,
@@ -174,8 +170,8 @@ function peerProblem(cfg: OverlayConfig, n: OverlayNode, underlayFamily: Family)
   const mac = a[ANNOTATIONS.vtepMac]?.toLowerCase();
   if (!mac || !MAC_RE.test(mac)) return 'missing or invalid VTEP MAC';
   const ip = a[ANNOTATIONS.publicIp];
-  if (!ip || !ipFamily(ip)) return 'missing or invalid public IP';
-  if (ipFamily(ip) !== underlayFamily) return 'public IP family differs from ours';
+  if (!ip || !familyOf(ip)) return 'missing or invalid public IP';
+  if (familyOf(ip) !== underlayFamily) return 'public IP family differs from ours';
   if (!n.podCIDRs.length) return 'no podCIDR';
   return undefined;
 }
@@ -237,7 +233,7 @@ export function deviceMatches(d: ObservedDevice | undefined, want: DeviceSpec): 
     d.port === want.port &&
     d.learning === false &&
     d.local !== undefined &&
-    canonicalIp(d.local) === want.local &&
+    canonicalIP(d.local) === want.local &&
     d.mac.toLowerCase() === want.mac
   );
 }
@@ -275,8 +271,8 @@ export function diffProgram(want: DesiredState, obs: ObservedState, routeProtoco
     if (!wantRoutes.has(dst)) ip.push(`route del ${dst} proto ${routeProtocol}`);
   }
   // neighbours (we own the PERMANENT ones on our device)
-  const wantNeigh = new Map(want.neighbours.map((n) => [canonicalIp(n.ip), n.mac.toLowerCase()]));
-  const haveNeigh = new Map(o.neighbours.map((n) => [canonicalIp(n.ip), n]));
+  const wantNeigh = new Map(want.neighbours.map((n) => [canonicalIP(n.ip), n.mac.toLowerCase()]));
+  const haveNeigh = new Map(o.neighbours.map((n) => [canonicalIP(n.ip), n]));
   for (const [ipc, n] of haveNeigh) {
     if (n.permanent && !wantNeigh.has(ipc)) ip.push(`neigh del ${ipc} dev ${dev.name}`);
   }
@@ -290,13 +286,13 @@ export function diffProgram(want: DesiredState, obs: ObservedState, routeProtoco
   for (const [dst, r] of [...wantRoutes].sort(([a], [b]) => a.localeCompare(b))) {
     const have = haveRoutes.get(dst);
     const same =
-      have && have.via !== undefined && canonicalIp(have.via) === r.via && have.dev === r.dev && have.onlink === r.onlink;
+      have && have.via !== undefined && canonicalIP(have.via) === r.via && have.dev === r.dev && have.onlink === r.onlink;
     if (!same) {
       routeLines.push(`route replace ${dst} via ${r.via} dev ${r.dev}${r.onlink ? ' onlink' : ''} proto ${routeProtocol}`);
     }
   }
   // FDB
-  const key = (f: FdbEntry): string => `${f.mac.toLowerCase()} ${canonicalIp(f.dst)}`;
+  const key = (f: FdbEntry): string => `${f.mac.toLowerCase()} ${canonicalIP(f.dst)}`;
   const wantFdb = new Set(want.fdb.map(key));
   const haveFdb = new Set(o.fdb.map(key));
   for (const k of [...haveFdb].sort()) {
@@ -315,9 +311,9 @@ export function diffProgram(want: DesiredState, obs: ObservedState, routeProtoco
 }
 
 function canonCidr(c: string): string {
-  if (!c.includes('/')) return `${canonicalIp(c)}/${ipFamily(c) === 4 ? 32 : 128}`;
+  if (!c.includes('/')) return hostCidr(c);
   const [a, p] = c.split('/');
-  return `${canonicalIp(a!)}/${p}`;
+  return `${canonicalIP(a!)}/${p}`;
 }
 
 // ---------------------------------------------------------------------------------------------------------------

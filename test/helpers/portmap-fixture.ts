@@ -10,7 +10,7 @@ import { createNetns, removeLinksWithPrefix, removeNetnsWithPrefix, type TestNet
 import { runPrefix } from './prefix.ts';
 import { CniError, type Attachment, type CniCommand, type CniResult, type InvocationContext, type NetConf, type PluginHandlers } from '../../lib/cni/types.ts';
 import type { Logger } from '../../lib/log/logger.ts';
-import { canonicalIP } from '../../plugins/portmap/ip.ts';
+import { canonicalIP } from '../../lib/net/ip.ts';
 
 export const NODE_A = '192.168.77.10';
 export const NODE_B = '192.168.77.11';

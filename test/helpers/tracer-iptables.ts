@@ -6,7 +6,7 @@
 // It understands only the rule shapes rules.ts emits and throws on anything else.
 
 import { builtinJumps } from '../../proxy/services/backends/iptables/rules.ts';
-import { cidrContainsText } from '../../proxy/services/backends/iptables/rules.ts';
+import { cidrContainsText } from '../../lib/net/ip.ts';
 
 export interface Packet {
   src: string;

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestbed, killProc, spawnIn, type BedPod, type Testbed } from '../helpers/overlay-testbed.ts';
 import { waitFor } from '../helpers/wait.ts';
 import type { TestNetns } from '../helpers/netns.ts';
-import { canonicalIp } from '../../lib/net/cidr.ts';
+import { canonicalIP } from '../../lib/net/ip.ts';
 
 const v6Pod = (i: number, k: number): string => `fd00:10:244:${i + 1}::${k + 1}`;
 const v6Cidr = (i: number): string => `fd00:10:244:${i + 1}::/64`;
@@ -19,7 +19,7 @@ function peerSeen(client: TestNetns, server: TestNetns, ip: string, port: number
     for (;;) {
       try {
         const out = client.exec(['socat', '-t5', '-T5', '-', v6 ? `TCP6:[${ip}]:${port}` : `TCP:${ip}:${port}`], 'x\n').trim();
-        if (out) return canonicalIp(out.replace(/^\[|\]$/g, ''));
+        if (out) return canonicalIP(out.replace(/^\[|\]$/g, ''));
       } catch (e) {
         if (Date.now() - t0 > 8000) throw e;
       }

@@ -1,16 +1,13 @@
 // Pure conversion of API objects (Service, EndpointSlice, Node) into the proxy model.
 
 import type { V1EndpointSlice, V1Node, V1Service } from '@kubernetes/client-node';
+import { familyOf } from '../../../lib/net/ip.ts';
 import type { Endpoint, IpFamily, NodeInfo, Protocol, ServicePort } from './types.ts';
 
 export const SERVICE_PROXY_NAME_LABEL = 'service.kubernetes.io/service-proxy-name';
 export const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
 export const ZONE_LABEL = 'topology.kubernetes.io/zone';
 export const DEFAULT_AFFINITY_TIMEOUT = 10800;
-
-export function familyOf(ip: string): IpFamily {
-  return ip.includes(':') ? 6 : 4;
-}
 
 /** `${namespace}/${name}:${portName}/${protocol}/v${family}` */
 export function servicePortKey(ns: string, name: string, portName: string, protocol: Protocol, family: IpFamily): string {
@@ -51,7 +48,7 @@ export function servicePortsFromService(svc: V1Service, proxyName = ''): Service
   const seenFamily = new Set<IpFamily>();
   for (const clusterIP of clusterIPs) {
     const family = familyOf(clusterIP);
-    if (seenFamily.has(family)) continue;
+    if (!family || seenFamily.has(family)) continue;
     seenFamily.add(family);
     for (const p of spec.ports ?? []) {
       const protocol = protocolOf(p.protocol);

@@ -30,6 +30,7 @@
 // until the next full sync, which does not write them, so the stale-chain logic deletes them.
 
 import { createHash } from 'node:crypto';
+import { canonicalCidr, cidrContainsText, familyOf, formatCidr, parseIP } from '../../../../lib/net/ip.ts';
 import type { Endpoint, IpFamily, ProxyConfigView, SyncInput } from '../../model/types.ts';
 
 export interface RuleOptions {
@@ -196,20 +197,20 @@ export function clusterIPBuckets(ip: string, prefix = 'FLATNET'): ClusterIPBucke
   const hit = bucketCache.get(ck);
   if (hit !== undefined) return hit ?? undefined;
   let b: ClusterIPBuckets | null = null;
-  const bits = ipBits(ip);
-  if (bits?.length === 32) {
-    const n = parseInt(bits, 2);
+  const addr = parseIP(ip);
+  if (addr?.family === 4 && !ip.includes(':')) {
+    const n = Number(addr.value);
     const quad = (x: number): string => [24, 16, 8, 0].map((sh) => (x >>> sh) & 255).join('.');
     const hex = (x: number, w: number): string => x.toString(16).toUpperCase().padStart(w, '0');
     b = {
       l1: `${prefix}-SVCT-${hex(n >>> 12, 5)}`,
-      l1Cidr: `${quad(n & 0xfffff000)}/20`,
+      l1Cidr: `${quad((n & 0xfffff000) >>> 0)}/20`,
       leaf: `${prefix}-SVCL-${hex(n >>> 8, 6)}`,
-      leafCidr: `${quad(n & 0xffffff00)}/24`,
+      leafCidr: `${quad((n & 0xffffff00) >>> 0)}/24`,
     };
-  } else if (bits?.length === 128) {
-    const l1Cidr = `${bitsToV6(bits.slice(0, 116).padEnd(128, '0'))}/116`;
-    const leafCidr = `${bitsToV6(bits.slice(0, 120).padEnd(128, '0'))}/120`;
+  } else if (addr?.family === 6) {
+    const l1Cidr = formatCidr(canonicalCidr({ ip: addr, prefix: 116 }));
+    const leafCidr = formatCidr(canonicalCidr({ ip: addr, prefix: 120 }));
     b = {
       l1: `${prefix}-SVCT-${hash16(l1Cidr).slice(0, 12)}`,
       l1Cidr,
@@ -246,17 +247,16 @@ export function endpointChain(key: string, ep: Endpoint, prefix = 'FLATNET'): st
 const hostBits = (f: IpFamily): string => (f === 4 ? '/32' : '/128');
 const withMask = (ip: string, f: IpFamily): string => (ip.includes('/') ? ip : ip + hostBits(f));
 const hostPort = (ip: string, port: number, f: IpFamily): string => (f === 6 ? `[${ip}]:${port}` : `${ip}:${port}`);
-const cidrFamily = (c: string): IpFamily => (c.includes(':') ? 6 : 4);
 
 /** Returns [ifLocal, ifNotLocal] match fragments, or undefined when detect-local is not possible for this family. */
 export function localDetector(config: ProxyConfigView, podCIDRs: readonly string[], family: IpFamily): [string, string] | undefined {
   switch (config.detectLocalMode) {
     case 'ClusterCIDR': {
-      const c = config.clusterCIDRs.find((x) => cidrFamily(x) === family);
+      const c = config.clusterCIDRs.find((x) => familyOf(x) === family);
       return c ? [`-s ${c}`, `! -s ${c}`] : undefined;
     }
     case 'NodeCIDR': {
-      const c = podCIDRs.find((x) => cidrFamily(x) === family);
+      const c = podCIDRs.find((x) => familyOf(x) === family);
       return c ? [`-s ${c}`, `! -s ${c}`] : undefined;
     }
     case 'BridgeInterface':
@@ -542,7 +542,7 @@ export function renderRules(input: SyncInput, opts: RuleOptions = {}, state?: Re
       let fromNode = false;
       for (const r of s.loadBalancerSourceRanges) {
         sw.add('nat', `-A ${ch.fw} ${c} -s ${r} -j ${ch.ext}`);
-        if (input.node.ips.some((ip) => cidrFamily(ip) === fam && cidrContainsText(r, ip))) fromNode = true;
+        if (input.node.ips.some((ip) => familyOf(ip) === fam && cidrContainsText(r, ip))) fromNode = true;
       }
       if (fromNode) for (const ip of vips) sw.add('nat', `-A ${ch.fw} ${c} -s ${withMask(ip, fam)} -j ${ch.ext}`);
       // whatever falls off the end was not DNATed and is dropped by the PROXY-FIREWALL filter chain
@@ -585,12 +585,12 @@ export function renderRules(input: SyncInput, opts: RuleOptions = {}, state?: Re
   const npa = cfg.nodePortAddresses.filter((a) => a !== 'primary');
   const npTarget = `${comment('flatnet service nodeports; NOTE: this must be the last rule in this chain')}`;
   if (npa.length === 0) {
-    for (const ip of input.node.ips.filter((ip) => cidrFamily(ip) === fam)) {
+    for (const ip of input.node.ips.filter((ip) => familyOf(ip) === fam)) {
       st('nat', `-A ${n.services} ${npTarget} -d ${withMask(ip, fam)} -j ${n.nodePorts}`);
     }
     if (localhostNP) st('nat', `-A ${n.services} ${npTarget} -d 127.0.0.0/8 -j ${n.nodePorts}`);
   } else {
-    for (const cidr of npa.filter((c) => cidrFamily(c) === fam)) {
+    for (const cidr of npa.filter((c) => familyOf(c) === fam)) {
       const all = cidr === '0.0.0.0/0' || cidr === '::/0';
       const lo = fam === 4 && !localhostNP ? ' ! -d 127.0.0.0/8' : '';
       st('nat', `-A ${n.services} ${npTarget}${all ? '' : ` -d ${cidr}`}${lo} -m addrtype --dst-type LOCAL -j ${n.nodePorts}`);
@@ -619,47 +619,3 @@ export function renderRules(input: SyncInput, opts: RuleOptions = {}, state?: Re
   return { text: programs.join(''), programs, chains: owned, deleted, chainsWritten, top: topOut, buckets };
 }
 
-/** Does CIDR text contain IP text? (IPv4 and IPv6; small, dependency-free) */
-export function cidrContainsText(cidr: string, ip: string): boolean {
-  const [base, lenText] = cidr.split('/') as [string, string | undefined];
-  const a = ipBits(base);
-  const b = ipBits(ip);
-  if (!a || !b || a.length !== b.length) return false;
-  const len = lenText === undefined ? a.length : Number(lenText);
-  for (let i = 0; i < len; i++) if (a[i] !== b[i]) return false;
-  return true;
-}
-
-/** 128 bits as IPv6 text, the longest run of two or more zero groups compressed to '::'. */
-function bitsToV6(bits: string): string {
-  const g: string[] = [];
-  for (let i = 0; i < 128; i += 16) g.push(parseInt(bits.slice(i, i + 16), 2).toString(16));
-  let best = -1;
-  let bestLen = 1;
-  for (let i = 0; i < 8; ) {
-    if (g[i] !== '0') {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && g[j] === '0') j++;
-    if (j - i > bestLen) [best, bestLen] = [i, j - i];
-    i = j;
-  }
-  if (best < 0) return g.join(':');
-  return `${g.slice(0, best).join(':')}::${g.slice(best + bestLen).join(':')}`;
-}
-
-function ipBits(ip: string): string | undefined {
-  if (!ip.includes(':')) {
-    const p = ip.split('.').map(Number);
-    if (p.length !== 4 || p.some((x) => !(x >= 0 && x <= 255))) return undefined;
-    return p.map((x) => x.toString(2).padStart(8, '0')).join('');
-  }
-  const [head, tail] = ip.split('::') as [string, string | undefined];
-  const h = head ? head.split(':') : [];
-  const t = tail ? tail.split(':') : [];
-  const groups = ip.includes('::') ? [...h, ...Array(8 - h.length - t.length).fill('0'), ...t] : h;
-  if (groups.length !== 8) return undefined;
-  return groups.map((g) => parseInt(g || '0', 16).toString(2).padStart(16, '0')).join('');
-}

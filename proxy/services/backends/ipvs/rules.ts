@@ -17,6 +17,7 @@
 // Services without endpoints keep a virtual server with no real servers: IPVS answers with ICMP port unreachable
 // (a reject); kube-proxy's "drop when endpoints exist elsewhere" is not distinguished here.
 
+import { cidrContainsText, familyOf } from '../../../../lib/net/ip.ts';
 import type { Endpoint, IpFamily, ProxyConfigView, ServicePlan, SyncInput } from '../../model/types.ts';
 
 export const DUMMY_IF = 'flatnet-ipvs0';
@@ -41,10 +42,6 @@ export interface VirtualServer {
 
 export function vsKey(proto: string, addr: string, port: number): string {
   return `${proto}|${addr}|${port}`;
-}
-
-function familyOf(ip: string): IpFamily {
-  return ip.includes(':') ? 6 : 4;
 }
 
 function hostPort(addr: string, port: number): string {
@@ -117,26 +114,10 @@ function weights(eps: readonly Endpoint[]): RealServer[] {
     .map((e) => ({ addr: e.ip, port: e.port, weight: e.terminating && someReady ? 0 : 1 }));
 }
 
-function inCidr4or6(ip: string, cidr: string): boolean {
-  const [net, lenS] = cidr.split('/');
-  if (familyOf(ip) !== familyOf(net!)) return false;
-  const toBig = (a: string): bigint => {
-    if (familyOf(a) === 4) return a.split('.').reduce((acc, o) => (acc << 8n) + BigInt(Number(o)), 0n);
-    const [h, t] = a.includes('::') ? a.split('::') : [a, undefined];
-    const hs = h ? h.split(':') : [];
-    const ts = t ? t.split(':') : [];
-    const parts = t === undefined ? hs : [...hs, ...Array(8 - hs.length - ts.length).fill('0'), ...ts];
-    return parts.reduce((acc, x) => (acc << 16n) + BigInt(parseInt(x || '0', 16)), 0n);
-  };
-  const bits = familyOf(ip) === 4 ? 32 : 128;
-  const shift = BigInt(bits - Number(lenS ?? bits));
-  return toBig(ip) >> shift === toBig(net!) >> shift;
-}
-
 /** Node addresses that serve NodePorts: node IPs, restricted to nodePortAddresses CIDRs when given. */
 export function nodePortAddrs(config: ProxyConfigView, nodeIPs: readonly string[], family: IpFamily): string[] {
   const cidrs = config.nodePortAddresses.filter((c) => c !== 'primary');
-  return [...new Set(nodeIPs.filter((ip) => familyOf(ip) === family && (cidrs.length === 0 || cidrs.some((c) => inCidr4or6(ip, c)))))].sort();
+  return [...new Set(nodeIPs.filter((ip) => familyOf(ip) === family && (cidrs.length === 0 || cidrs.some((c) => cidrContainsText(c, ip)))))].sort();
 }
 
 export function contribution(plan: ServicePlan, input: Pick<SyncInput, 'config' | 'node'>, family: IpFamily): Contribution {
@@ -173,7 +154,7 @@ export function contribution(plan: ServicePlan, input: Pick<SyncInput, 'config' 
     out.addrs.push(ip);
     hairpin(extEps);
   }
-  const ranges = s.loadBalancerSourceRanges.filter((c) => familyOf(c.split('/')[0]!) === family);
+  const ranges = s.loadBalancerSourceRanges.filter((c) => familyOf(c) === family);
   for (const lb of s.loadBalancerIPs) {
     if (lb.ipMode === 'Proxy' || familyOf(lb.ip) !== family) continue;
     out.vss.push(vs(lb.ip, s.port, extEps));
@@ -349,7 +330,7 @@ export function iptablesProgram(config: ProxyConfigView, podCIDRs: readonly stri
   const n = setNames(family);
   const c = CHAINS;
   const mark = markHex(config);
-  const cidrs = (config.detectLocalMode === 'NodeCIDR' ? podCIDRs : config.clusterCIDRs).filter((x) => familyOf(x.split('/')[0]!) === family);
+  const cidrs = (config.detectLocalMode === 'NodeCIDR' ? podCIDRs : config.clusterCIDRs).filter((x) => familyOf(x) === family);
   const nonLocal: string[][] = [];
   if (config.masqueradeAll) nonLocal.push([]);
   else if (config.detectLocalMode === 'ClusterCIDR' || config.detectLocalMode === 'NodeCIDR') {

@@ -58,6 +58,7 @@
 // state of the last applied sync (elements shared by several services, e.g. a cluster IP or a hairpin pair, are
 // reference-counted). Element additions are chunked (CHUNK per command) to stay clear of ENOBUFS.
 
+import { familyOf } from '../../../../lib/net/ip.ts';
 import type { IpFamily, ProxyConfigView, ServicePlan, SyncInput, Endpoint } from '../../model/types.ts';
 
 export const DEFAULT_TABLE = 'flatnet-proxy';
@@ -197,14 +198,6 @@ export function affChain(timeout: number): string {
   return `aff-${timeout}`;
 }
 
-export function familyOf(ip: string): IpFamily {
-  return ip.includes(':') ? 6 : 4;
-}
-
-function cidrFamily(cidr: string): IpFamily {
-  return familyOf(cidr.split('/')[0]!);
-}
-
 /** The `non-local source` match for ClusterIP masquerade, or undefined when detect-local has nothing to go on. */
 export function nonLocalSourceMatch(config: ProxyConfigView, podCIDRs: readonly string[], family: IpFamily): string | undefined {
   const { nf } = fam(family);
@@ -212,7 +205,7 @@ export function nonLocalSourceMatch(config: ProxyConfigView, podCIDRs: readonly 
     case 'ClusterCIDR':
     case 'NodeCIDR': {
       const src = config.detectLocalMode === 'ClusterCIDR' ? config.clusterCIDRs : podCIDRs;
-      const cidrs = src.filter((c) => cidrFamily(c) === family);
+      const cidrs = src.filter((c) => familyOf(c) === family);
       if (cidrs.length === 0) return undefined;
       return `${nf} saddr != { ${cidrs.join(', ')} }`;
     }
@@ -405,7 +398,7 @@ export function planElements(plan: ServicePlan, family: IpFamily): Element[] {
   }
   // loadBalancerSourceRanges apply to LB ingress addresses
   if (s.loadBalancerSourceRanges.length > 0) {
-    const ranges = s.loadBalancerSourceRanges.filter((c) => cidrFamily(c) === family);
+    const ranges = s.loadBalancerSourceRanges.filter((c) => familyOf(c) === family);
     for (const vip of [...new Set(lbVips)].sort()) {
       const k = `${a(vip)} . ${p} . ${s.port}`;
       out.push({ set: 'fw-keys', key: k });
@@ -436,7 +429,7 @@ export function planElements(plan: ServicePlan, family: IpFamily): Element[] {
 export function nodePortIPs(config: ProxyConfigView, nodeIPs: readonly string[], family: IpFamily): string[] {
   const addrs = config.nodePortAddresses.filter((x) => x !== 'primary');
   const src = addrs.length === 0 ? nodeIPs : addrs;
-  return [...new Set(src.filter((c) => cidrFamily(c) === family))].sort();
+  return [...new Set(src.filter((c) => familyOf(c) === family))].sort();
 }
 
 // ---------------------------------------------------------------------------------------------------------------

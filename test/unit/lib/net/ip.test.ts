@@ -1,6 +1,13 @@
 import { describe, expect, it } from 'vitest';
 import {
   addIP,
+  canonicalIP,
+  canonicalNetwork,
+  cidrContainsText,
+  familyOf,
+  hostCidr,
+  isUnspecified,
+  mustParseCidr,
   cidrContains,
   cidrsOverlap,
   cidrSize,
@@ -82,5 +89,45 @@ describe('CIDR math', () => {
     expect(addIP(parseIP('255.255.255.255')!, 1)).toBeUndefined();
     expect(addIP(parseIP('0.0.0.0')!, -1)).toBeUndefined();
     expect(formatIP(addIP(parseIP('10.0.1.0')!, -1)!)).toBe('10.0.0.255');
+  });
+});
+
+describe('text helpers', () => {
+  it.each([
+    ['10.244.1.7/24', '10.244.1.0/24'],
+    ['fd00:10:244:1::5/64', 'fd00:10:244:1::/64'],
+    ['FD00:0:0:0:0:0:0:1/128', 'fd00::1/128'],
+    ['0.0.0.0/0', '0.0.0.0/0'],
+  ])('canonicalNetwork(%s) = %s', (i, o) => expect(canonicalNetwork(i)).toBe(o));
+  it.each(['10.0.0.0', '10.0.0.0/33', 'x/8', '1.2.3/8'])('mustParseCidr rejects %s', (c) => expect(() => mustParseCidr(c)).toThrow(/invalid CIDR/));
+  it('canonicalIP', () => {
+    expect(canonicalIP('2001:db8:0:1:0:0:0:1')).toBe('2001:db8:0:1::1');
+    expect(canonicalIP('10.0.0.1')).toBe('10.0.0.1');
+    expect(() => canonicalIP('10.0.0.256')).toThrow(/invalid IP address/);
+  });
+  it('cidrContainsText', () => {
+    expect(cidrContainsText('10.244.0.0/16', '10.244.3.9')).toBe(true);
+    expect(cidrContainsText('10.244.0.0/16', '10.245.0.1')).toBe(false);
+    expect(cidrContainsText('10.244.0.0/16', 'fd00::1')).toBe(false);
+    expect(cidrContainsText('fd00::/8', 'fd00::1')).toBe(true);
+    expect(cidrContainsText('bad', '10.0.0.1')).toBe(false);
+  });
+  it.each([
+    ['10.0.0.1', 4],
+    ['10.0.0.0/8', 4],
+    ['fd00::1', 6],
+    ['fd00::/64', 6],
+    ['::ffff:10.0.0.1', 6],
+    ['010.0.0.1', undefined],
+    ['10.0.0', undefined],
+    ['fd00:::1', undefined],
+    ['', undefined],
+  ] as const)('familyOf(%s) = %s', (t, f) => expect(familyOf(t)).toBe(f));
+  it('hostCidr and isUnspecified', () => {
+    expect(hostCidr('10.0.0.1')).toBe('10.0.0.1/32');
+    expect(hostCidr('FD00::1')).toBe('fd00::1/128');
+    expect(isUnspecified(parseIP('0.0.0.0')!)).toBe(true);
+    expect(isUnspecified(parseIP('::')!)).toBe(true);
+    expect(isUnspecified(parseIP('::1')!)).toBe(false);
   });
 });

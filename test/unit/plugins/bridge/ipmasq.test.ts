@@ -15,7 +15,8 @@ import {
 import { renderSpoofSetup, renderSpoofTeardown, spoofId } from '../../../../plugins/bridge/spoofcheck.ts';
 import { loopbackResult } from '../../../../plugins/loopback/main.ts';
 import { parseLinks, parseRoutes } from '../../../../lib/link/parse.ts';
-import { canonicalCidr, firstHost, parseCidr } from '../../../../plugins/bridge/ipmath.ts';
+import { normalizeCidr, parseCidr } from '../../../../lib/net/ip.ts';
+import { firstHost } from '../../../../plugins/bridge/plan.ts';
 
 const A = { network: 'net', ifname: 'eth0', containerID: 'c1' };
 
@@ -114,7 +115,7 @@ describe('parsers and ip math', () => {
     ]);
   });
   it('canonicalises and computes gateways', () => {
-    expect(canonicalCidr('fd00:0:0::0005/64')).toBe('fd00::5/64');
+    expect(normalizeCidr('fd00:0:0::0005/64')).toBe('fd00::5/64');
     expect(firstHost(parseCidr('10.1.0.77/24')!)).toBe('10.1.0.1');
     expect(firstHost(parseCidr('fd00::77/64')!)).toBe('fd00::1');
   });

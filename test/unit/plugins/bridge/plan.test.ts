@@ -3,7 +3,7 @@ import { CniError, type CniResult, type NetConf } from '../../../../lib/cni/type
 import { parseLinks } from '../../../../lib/link/parse.ts';
 import { parseBridgeConfig } from '../../../../plugins/bridge/config.ts';
 import { calcGateways, hostVethName, planAdd, planGatewayAddr, randomMac, BridgeErrorCode } from '../../../../plugins/bridge/plan.ts';
-import { parseCidr } from '../../../../plugins/bridge/ipmath.ts';
+import { parseCidr } from '../../../../lib/net/ip.ts';
 
 const conf = (extra: Record<string, unknown> = {}): NetConf => ({
   cniVersion: '1.0.0',

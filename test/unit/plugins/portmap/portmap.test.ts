@@ -1,7 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { CniError, type CniResult, type NetConf } from '../../../../lib/cni/types.ts';
 import { containerIPs, parseConfig, parseMappings } from '../../../../plugins/portmap/config.ts';
-import { canonicalIP, isUnspecified, parseCidr } from '../../../../plugins/portmap/ip.ts';
+import { canonicalIP, isUnspecified, parseIP } from '../../../../lib/net/ip.ts';
+import { containerAddr } from '../../../../plugins/portmap/config.ts';
 import {
   dnatChainName,
   dnatComment,
@@ -28,19 +29,18 @@ describe('ip helpers', () => {
     ['0.0.0.0/0', '0.0.0.0', '0.0.0.0/0'],
     ['fd00:77:0:0:0:0:0:5/64', 'fd00:77::5', 'fd00:77::/64'],
     ['2001:DB8::1:0:0:1/48', '2001:db8::1:0:0:1', '2001:db8::/48'],
-    ['::ffff:10.0.0.1/128', '::ffff:a00:1', '::ffff:a00:1/128'],
-  ])('parseCidr(%s)', (cidr, ip, network) => {
-    expect(parseCidr(cidr)).toMatchObject({ ip, network });
+  ])('containerAddr(%s)', (cidr, ip, network) => {
+    expect(containerAddr(cidr)).toMatchObject({ ip, network });
   });
-  it.each(['10.0.0.1/33', 'x/1', '10.0.0/8', 'fd00::/129', '10.0.0.1/8/8'])('rejects %s', (c) => {
-    expect(() => parseCidr(c)).toThrow(/invalid CIDR/);
+  it.each(['10.0.0.1/33', 'x/1', '10.0.0/8', 'fd00::/129', '10.0.0.1/8/8', '::ffff:10.0.0.1/128'])('rejects %s', (c) => {
+    expect(() => containerAddr(c)).toThrow(/invalid CIDR/);
   });
   it('canonicalizes and detects unspecified', () => {
     expect(canonicalIP('0000:0000:0000:0000:0000:0000:0000:0001')).toBe('::1');
     expect(canonicalIP('1:0:0:1:0:0:0:1')).toBe('1:0:0:1::1');
-    expect(isUnspecified('0.0.0.0')).toBe(true);
-    expect(isUnspecified('::')).toBe(true);
-    expect(isUnspecified('10.0.0.1')).toBe(false);
+    expect(isUnspecified(parseIP('0.0.0.0')!)).toBe(true);
+    expect(isUnspecified(parseIP('::')!)).toBe(true);
+    expect(isUnspecified(parseIP('10.0.0.1')!)).toBe(false);
   });
 });
 
@@ -162,8 +162,8 @@ describe('planIptables', () => {
     { hostPort: 8081, containerPort: 81, protocol: 'udp', hostIP: '192.168.1.10' },
     { hostPort: 8082, containerPort: 82, protocol: 'tcp', hostIP: 'fd77::10' },
   ];
-  const v4 = parseCidr('10.77.0.5/24');
-  const v6 = parseCidr('fd00:77::5/64');
+  const v4 = containerAddr('10.77.0.5/24');
+  const v6 = containerAddr('fd00:77::5/64');
 
   it('v4: mark hairpin (subnet) and localhost, then DNAT; entry rules per protocol with the comment', () => {
     const p = planIptables(parseConfig(conf({}, maps)), 'cid', v4);
@@ -227,7 +227,7 @@ describe('planNft', () => {
     { hostPort: 8081, containerPort: 81, protocol: 'udp', hostIP: '192.168.1.10' },
   ];
   it('puts hostIP mappings in hostip_hostports, wildcard in hostports, and per-container masquerade rules', () => {
-    expect(planNft(parseConfig(conf({ backend: 'nftables' }, maps)), parseCidr('10.77.0.5/24'))).toEqual([
+    expect(planNft(parseConfig(conf({ backend: 'nftables' }, maps)), containerAddr('10.77.0.5/24'))).toEqual([
       { chain: 'hostports', body: 'meta nfproto ipv4 meta l4proto tcp th dport 8080 dnat ip to 10.77.0.5:80' },
       { chain: 'hostip_hostports', body: 'ip daddr 192.168.1.10 meta l4proto udp th dport 8081 dnat ip to 10.77.0.5:81' },
       { chain: 'masquerading', body: 'ip saddr 10.77.0.0/24 ip daddr 10.77.0.5 meta l4proto tcp th dport 80 ct status dnat masquerade' },
@@ -237,7 +237,7 @@ describe('planNft', () => {
     ]);
   });
   it('v6 skips v4 hostIPs and localhost; masqAll matches the original port', () => {
-    const rules = planNft(parseConfig(conf({ backend: 'nftables', masqAll: true }, maps)), parseCidr('fd00::5/64'));
+    const rules = planNft(parseConfig(conf({ backend: 'nftables', masqAll: true }, maps)), containerAddr('fd00::5/64'));
     expect(rules).toEqual([
       { chain: 'hostports', body: 'meta nfproto ipv6 meta l4proto tcp th dport 8080 dnat ip6 to [fd00::5]:80' },
       { chain: 'masquerading', body: 'ip6 daddr fd00::5 meta l4proto tcp th dport 80 ct original proto-dst 8080 ct status dnat masquerade' },
