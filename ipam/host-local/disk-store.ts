@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { CniError, ErrorCode } from '../../lib/cni/types.ts';
 import { formatIP, parseIP, type IP } from '../../lib/net/ip.ts';
 import type { Store } from './allocator.ts';
-import { lockFile, type FileLock } from './lock.ts';
+import { lockFile, type FileLock } from '../../lib/lock/flock.ts';
 
 export const LINE_BREAK = '\r\n';
 export const LAST_IP_PREFIX = 'last_reserved_ip.';

@@ -15,10 +15,9 @@ import {
   type SavedRuleset,
 } from '../../lib/iptables/index.ts';
 import { Nft, NftTransaction, type NftTableListing } from '../../lib/nft/index.ts';
-import type { ContainerIPs, PortMapConfig } from './config.ts';
-import { DEFAULT_LOCK_PATH, withHostLock } from './lock.ts';
+import type { ContainerAddr, ContainerIPs, PortMapConfig } from './config.ts';
+import { withFileLock } from '../../lib/lock/flock.ts';
 import type { Family } from '../../lib/net/ip.ts';
-import type { ContainerAddr } from './config.ts';
 import {
   LOCALNET_GUARD_CHAIN,
   LOCALNET_GUARD_RULE,
@@ -40,6 +39,9 @@ import {
   planIptables,
   planNft,
 } from './plan.ts';
+
+/** Serializes portmap's read-modify-write of the shared iptables chains across concurrent plugin processes. */
+export const DEFAULT_LOCK_PATH = '/run/flatnet-portmap.lock';
 
 export interface Env {
   runner: Runner;
@@ -108,7 +110,7 @@ export class IptablesBackend {
 
   private locked<T>(f: () => Promise<T>): Promise<T> {
     const path = this.env.lockPath ?? DEFAULT_LOCK_PATH;
-    return path ? withHostLock(path, 60, f) : f();
+    return path ? withFileLock(path, 60, f) : f();
   }
 
   add(cfg: PortMapConfig, containerId: string, ips: ContainerIPs): Promise<void> {

@@ -2,9 +2,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { withHostLock } from '../../../../plugins/portmap/lock.ts';
+import { withFileLock } from '../../../../lib/lock/flock.ts';
 
-describe('withHostLock (flock helper)', () => {
+describe('withFileLock', () => {
   const dir = mkdtempSync(join(tmpdir(), 'fpm-lock-'));
   const path = join(dir, 'lock');
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -13,7 +13,7 @@ describe('withHostLock (flock helper)', () => {
   it('serializes critical sections, also after one of them threw', async () => {
     const log: string[] = [];
     const section = (name: string, fail = false) =>
-      withHostLock(path, 30, async () => {
+      withFileLock(path, 30, async () => {
         log.push(`${name}+`);
         await sleep(150);
         log.push(`${name}-`);
@@ -29,11 +29,11 @@ describe('withHostLock (flock helper)', () => {
 
   it('gives up after the timeout while another holder keeps it', async () => {
     let release!: () => void;
-    const held = withHostLock(path, 30, () => new Promise<void>((r) => (release = r)));
+    const held = withFileLock(path, 30, () => new Promise<void>((r) => (release = r)));
     await sleep(300);
-    await expect(withHostLock(path, 1, async () => 'never')).rejects.toThrow(/could not take the lock/);
+    await expect(withFileLock(path, 1, async () => 'never')).rejects.toThrow(/timed out after 1s waiting for the lock/);
     release();
     await held;
-    expect(await withHostLock(path, 5, async () => 'ok')).toBe('ok');
+    expect(await withFileLock(path, 5, async () => 'ok')).toBe('ok');
   });
 });

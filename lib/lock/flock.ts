@@ -1,4 +1,5 @@
-// An exclusive flock(2) on a file, compatible with the reference host-local (which flocks <dir>/lock).
+// An exclusive flock(2) on a file: host-local's store lock (compatible with the reference, which flocks <dir>/lock)
+// and portmap's host-wide lock around its shared iptables chains.
 //
 // Node has no flock binding. Two honest ways to get one, both holding the lock on *our* open file description
 // (released when we close the descriptor, or when this process dies):
@@ -10,7 +11,7 @@
 //      FLATNET_LOCK=flock1.
 import { closeSync, existsSync, mkdirSync, openSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { CniError, ErrorCode } from '../../lib/cni/types.ts';
+import { CniError, ErrorCode } from '../cni/types.ts';
 
 export interface FileLock {
   unlock(): void;
@@ -88,6 +89,44 @@ function lockFlock1(fd: number, path: string, timeoutSec: number): void {
   if (r.error) throw new CniError(ErrorCode.IoFailure, `cannot run flock(1) to lock ${path}: ${r.error.message}`);
   if (r.status === 1) throw new CniError(ErrorCode.TryAgainLater, `timed out after ${timeoutSec}s waiting for the lock ${path}`);
   if (r.status !== 0) throw new CniError(ErrorCode.IoFailure, `flock(1) failed on ${path} (exit ${String(r.status)})`);
+}
+
+/** One non-blocking attempt: true when the lock is now held on `fd`. */
+function tryLock(fd: number, path: string): boolean {
+  const fn = nativeFlock();
+  if (fn) {
+    const r = fn(fd, LOCK_EX | LOCK_NB);
+    if (r === 0) return true;
+    if (r !== EWOULDBLOCK) throw new CniError(ErrorCode.IoFailure, `flock(${path}) failed: errno ${r}`);
+    return false;
+  }
+  const { spawnSync } = process.getBuiltinModule('node:child_process');
+  const r = spawnSync(flockBinary(), ['-x', '-n', '3'], { stdio: ['ignore', 'ignore', 'ignore', fd] });
+  if (r.error) throw new CniError(ErrorCode.IoFailure, `cannot run flock(1) to lock ${path}: ${r.error.message}`);
+  if (r.status === 1) return false;
+  if (r.status !== 0) throw new CniError(ErrorCode.IoFailure, `flock(1) failed on ${path} (exit ${String(r.status)})`);
+  return true;
+}
+
+/**
+ * Runs `fn` holding an exclusive lock on `path` (created if missing), waiting without blocking the event loop, so
+ * callers in one process queue up too; fails with code 11 after timeoutSec.
+ */
+export async function withFileLock<T>(path: string, timeoutSec: number, fn: () => Promise<T>): Promise<T> {
+  const fd = openSync(path, 'a', 0o600);
+  try {
+    const deadline = Date.now() + timeoutSec * 1000;
+    let wait = 2;
+    while (!tryLock(fd, path)) {
+      if (Date.now() >= deadline) throw new CniError(ErrorCode.TryAgainLater, `timed out after ${timeoutSec}s waiting for the lock ${path}`);
+      await new Promise((r) => setTimeout(r, wait));
+      wait = Math.min(wait * 2, 50);
+    }
+    return await fn();
+  } finally {
+    // closing the last descriptor of the open file description releases the flock
+    closeSync(fd);
+  }
 }
 
 /** Blocks until an exclusive lock on `path` (created if missing) is held; fails with code 11 after timeoutSec. */

@@ -1,6 +1,6 @@
 /*
  * flock(2) for Node, as a tiny N-API addon embedded in the SEA (deploy/build.mjs compiles it when gcc is present).
- * exports.flock(fd, op) -> 0 or errno. Used by lock.ts; without it, lock.ts falls back to util-linux flock(1).
+ * exports.flock(fd, op) -> 0 or errno. Used by flock.ts; without it, flock.ts falls back to util-linux flock(1).
  */
 #include <errno.h>
 #include <sys/file.h>
