@@ -2,7 +2,8 @@
 // find `type` in CNI_PATH (first match), run it with the same environment but CNI_COMMAND replaced and the
 // config on stdin, parse its result or error. When the binary found is flatnet's own multi-call binary and an
 // in-process implementation is registered for `type`, the handlers run in this process instead (no exec).
-import type { ChildProcessWithoutNullStreams } from 'node:child_process';
+import { ExecRunner } from '../exec/exec.ts';
+import { CommandError, type RunResult } from '../exec/runner.ts';
 import { accessSync, constants, realpathSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { callHandlers, parseEnv, toCniError } from './dispatch.ts';
@@ -52,36 +53,8 @@ function safeRealpath(p: string): string | undefined {
   }
 }
 
-interface ExecOutcome {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-function execOnce(bin: string, env: Record<string, string>, input: string): Promise<ExecOutcome> {
-  return new Promise((resolve, reject) => {
-    // loaded on first use: importing child_process eagerly drags in ~35 stream/net modules on every start
-    const { spawn } = process.getBuiltinModule('node:child_process');
-    const child: ChildProcessWithoutNullStreams = spawn(bin, [], { env, stdio: ['pipe', 'pipe', 'pipe'] });
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    child.stdout.on('data', (b: Buffer) => out.push(b));
-    child.stderr.on('data', (b: Buffer) => err.push(b));
-    child.on('error', reject);
-    child.on('close', (code, signal) =>
-      resolve({
-        code: code ?? (signal ? 128 : 1),
-        stdout: Buffer.concat(out).toString('utf8'),
-        stderr: Buffer.concat(err).toString('utf8'),
-      }),
-    );
-    child.stdin.on('error', () => {});
-    child.stdin.end(input);
-  });
-}
-
 /** Turns a failed delegate's stdout into the CniError it reported. */
-export function delegateError(type: string, o: ExecOutcome): CniError {
+export function delegateError(type: string, o: RunResult): CniError {
   try {
     const e = JSON.parse(o.stdout) as { code?: unknown; msg?: unknown; details?: unknown };
     if (typeof e.code === 'number' && typeof e.msg === 'string') {
@@ -122,18 +95,19 @@ export class ExecDelegator implements Delegator {
     }
 
     this.opts.log.debug({ type, command, bin }, 'delegating');
-    let o: ExecOutcome | undefined;
+    let o: RunResult | undefined;
     for (let attempt = 0; ; attempt++) {
       try {
-        o = await execOnce(bin, env, input);
+        o = await new ExecRunner().run([bin], { env, replaceEnv: true, input, allowFail: true });
         break;
       } catch (e) {
+        const errno = e instanceof CommandError ? (e.cause as NodeJS.ErrnoException | undefined)?.code : undefined;
         // libcni retries "text file busy" (a binary being replaced); so do we
-        if ((e as NodeJS.ErrnoException).code === 'ETXTBSY' && attempt < 5) {
+        if (errno === 'ETXTBSY' && attempt < 5) {
           await new Promise((r) => setTimeout(r, 50));
           continue;
         }
-        throw new CniError(ErrorCode.IoFailure, `failed to exec plugin ${bin}: ${(e as Error).message}`);
+        throw new CniError(ErrorCode.IoFailure, `failed to exec plugin ${bin}: ${String((e as Error).cause ?? (e as Error).message)}`);
       }
     }
     if (o.code !== 0) throw delegateError(type, o);

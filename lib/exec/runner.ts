@@ -7,7 +7,9 @@ export interface RunOptions {
   netns?: string;
   /** do not throw on a non-zero exit; the caller inspects `code` */
   allowFail?: boolean;
+  /** added to this process's environment (or, with replaceEnv, the child's whole environment) */
   env?: Record<string, string>;
+  replaceEnv?: boolean;
   timeoutMs?: number;
 }
 
@@ -25,8 +27,9 @@ export class CommandError extends Error {
   readonly argv: readonly string[];
   readonly exitCode: number;
   readonly stderr: string;
-  constructor(argv: readonly string[], exitCode: number, stderr: string) {
-    super(`${argv.join(' ')} exited ${exitCode}: ${stderr.trim().slice(0, 2000)}`);
+  /** exitCode -1: the process could not be started; `cause` is the spawn error (its `code`, e.g. ENOENT, ETXTBSY) */
+  constructor(argv: readonly string[], exitCode: number, stderr: string, cause?: unknown) {
+    super(`${argv.join(' ')} exited ${exitCode}: ${stderr.trim().slice(0, 2000)}`, cause === undefined ? undefined : { cause });
     this.name = 'CommandError';
     this.argv = argv;
     this.exitCode = exitCode;
