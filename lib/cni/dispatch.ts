@@ -3,7 +3,7 @@
 import { parseEnv } from './env.ts';
 import { CniError, ErrorCode, SUPPORTED_VERSIONS, type Attachment, type CniEnv, type CniResult, type Delegator, type NetConf, type PluginHandlers } from './types.ts';
 import type { Logger } from '../log/logger.ts';
-import { isSupportedVersion, upgradeResult, versionAtLeast } from './version.ts';
+import { isSupportedVersion, resultShapeProblem, upgradeResult, versionAtLeast } from './version.ts';
 
 const NETWORK_NAME_RE = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
 
@@ -86,7 +86,11 @@ export function parseConf(stdin: string, command: CniEnv['command']): Prepared {
   if ((command === 'STATUS' || command === 'GC') && !versionAtLeast(version, '1.1.0')) {
     throw new CniError(ErrorCode.IncompatibleVersion, `config version "${version}" does not allow ${command}`, 'cniVersion');
   }
-  if (conf.prevResult !== undefined) conf.prevResult = upgradeResult(conf.prevResult);
+  if (conf.prevResult !== undefined) {
+    conf.prevResult = upgradeResult(conf.prevResult);
+    const problem = resultShapeProblem(conf.prevResult);
+    if (problem) throw new CniError(ErrorCode.DecodeFailure, `failed to decode prevResult: ${problem}`, 'prevResult');
+  }
   let validAttachments: Attachment[] = [];
   if (command === 'GC') {
     validAttachments =

@@ -1,6 +1,6 @@
 // cniVersion handling: which versions we speak and how results move between the 0.3.x/0.4.0 and 1.x shapes.
 // Internally every result is in the 1.1.0 shape; it is converted to the config's version only when written.
-import { familyOf } from '../net/ip.ts';
+import { familyOf, parseCidr, parseIP } from '../net/ip.ts';
 import { CniError, ErrorCode, SUPPORTED_VERSIONS, type CniResult, type CniVersion, type IpConfig } from './types.ts';
 
 export function isSupportedVersion(v: unknown): v is CniVersion {
@@ -46,6 +46,47 @@ export function upgradeResult(raw: unknown): CniResult {
     out.ips = (r.ips as Array<IpConfig & { version?: string }>).map((ip) => omit(ip, ['version']));
   }
   return out;
+}
+
+const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+const isIndex = (v: unknown, n: number): boolean => typeof v === 'number' && Number.isInteger(v) && v >= 0 && v < n;
+const isStrings = (v: unknown): boolean => Array.isArray(v) && v.every((x) => typeof x === 'string');
+
+/**
+ * What is wrong with a (1.x-shaped) result's structure, or undefined: the checks Go's typed decoding of prevResult
+ * makes (names are strings, addresses parse), plus interface indexes that point into interfaces. A result passed on
+ * by a chained plugin must be one the runtime can read.
+ */
+export function resultShapeProblem(r: CniResult): string | undefined {
+  const ifs: unknown = r.interfaces;
+  if (ifs !== undefined && !(Array.isArray(ifs) && ifs.every((i) => isObj(i) && typeof i.name === 'string' && ['mac', 'sandbox'].every((k) => i[k] === undefined || typeof i[k] === 'string')))) {
+    return 'interfaces must be a list of {name, mac?, sandbox?} with string values';
+  }
+  const n = Array.isArray(ifs) ? ifs.length : 0;
+  const ips: unknown = r.ips;
+  if (ips !== undefined) {
+    if (!Array.isArray(ips)) return 'ips must be a list';
+    for (const ip of ips) {
+      if (!isObj(ip) || typeof ip.address !== 'string' || !parseCidr(ip.address)) return `ips: ${JSON.stringify(isObj(ip) ? ip.address : ip)} is not an address/prefix`;
+      if (ip.gateway !== undefined && (typeof ip.gateway !== 'string' || !parseIP(ip.gateway))) return `ips: gateway ${JSON.stringify(ip.gateway)} is not an IP`;
+      if (ip.interface !== undefined && ip.interface !== null && !isIndex(ip.interface, n)) return `ips: interface ${JSON.stringify(ip.interface)} is not an index into interfaces`;
+    }
+  }
+  const routes: unknown = r.routes;
+  if (routes !== undefined) {
+    if (!Array.isArray(routes)) return 'routes must be a list';
+    for (const rt of routes) {
+      if (!isObj(rt) || typeof rt.dst !== 'string' || !parseCidr(rt.dst)) return `routes: dst ${JSON.stringify(isObj(rt) ? rt.dst : rt)} is not a CIDR`;
+      if (rt.gw !== undefined && (typeof rt.gw !== 'string' || !parseIP(rt.gw))) return `routes: gw ${JSON.stringify(rt.gw)} is not an IP`;
+    }
+  }
+  const dns: unknown = r.dns;
+  if (dns !== undefined) {
+    if (!isObj(dns)) return 'dns must be an object';
+    for (const k of ['nameservers', 'search', 'options']) if (dns[k] !== undefined && !isStrings(dns[k])) return `dns.${k} must be a list of strings`;
+    if (dns.domain !== undefined && typeof dns.domain !== 'string') return 'dns.domain must be a string';
+  }
+  return undefined;
 }
 
 /** Converts a 1.x-shaped result into the shape of `version` (which must be supported). */

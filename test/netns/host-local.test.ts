@@ -347,6 +347,8 @@ describe('bad input fails cleanly and changes nothing on disk', () => {
     ['unreadable resolvConf', (dd) => ({ conf: netConf(dd, { ranges: [[{ subnet: '10.50.0.0/24' }]], resolvConf: join(dd, 'nope') }) }), 5],
     ['unwritable dataDir', (dd) => ({ conf: netConf(join(dd, 'afile', 'sub'), { ranges: [[{ subnet: '10.50.0.0/24' }]] }) }), 5],
     ['requested IP outside every range', (dd) => ({ conf: good(dd), env: { CNI_ARGS: 'IP=192.168.9.9' } }), 102],
+    // found by fuzzing: the first address was served (moving the round-robin cursor) before the second failed
+    ['two requested IPs for one range set', (dd) => ({ conf: { ...good(dd), runtimeConfig: { ips: ['10.50.0.7', '10.50.0.8'] } } }), 102],
   ];
 
   it.each(cases)('%s', (_name, make, code) => {
