@@ -216,9 +216,10 @@ export async function bridgeAdd(ctx: InvocationContext, deps: BridgeDeps): Promi
     }
     const steps: { label: string; step: ShStep }[] = [{ label: `bridge ${cfg.bridge} port and addresses`, step: { argv: ['ip', '-batch', '-'], input: plan.hostBatch } }];
     if (plan.bridgeBatch) steps.push({ label: 'bridge VLANs', step: { argv: ['bridge', '-batch', '-'], input: plan.bridgeBatch } });
-    if (cfg.macSpoofCheck) {
+    if (cfg.macSpoofCheck || cfg.ipSpoofCheck) {
       undo.push(() => spoofTeardown(runner, env.containerId, env.ifname));
-      steps.push({ label: 'mac spoof check', step: { argv: ['nft', '-f', '-'], input: renderSpoofSetup(spoofId(env.containerId, env.ifname), plan.hostVeth, plan.containerMac) } });
+      const checks = { mac: cfg.macSpoofCheck, ...(cfg.ipSpoofCheck ? { ips: (plan.result.ips ?? []).map((i) => i.address.split('/')[0]!) } : {}) };
+      steps.push({ label: 'spoof check', step: { argv: ['nft', '-f', '-'], input: renderSpoofSetup(spoofId(env.containerId, env.ifname), plan.hostVeth, plan.containerMac, checks) } });
     }
     if (plan.masqIps.length) {
       const fams = [...new Set(plan.masqIps.map((ip): Family => familyOf(ip) ?? 4))];
@@ -272,7 +273,7 @@ export async function bridgeDel(ctx: InvocationContext, deps: BridgeDeps): Promi
     const fams = prevIps.length ? [...new Set(prevIps.map((i): Family => familyOf(i.address) ?? 4))] : undefined;
     steps.push(masqTeardown(runner, cfg, env.containerId, env.ifname, fams).catch((e: unknown) => Promise.reject(kernelError('failed to remove IP masquerade', e))));
   }
-  if (cfg.macSpoofCheck) {
+  if (cfg.macSpoofCheck || cfg.ipSpoofCheck) {
     steps.push(spoofTeardown(runner, env.containerId, env.ifname).catch((e: unknown) => Promise.reject(kernelError('failed to remove mac spoof check', e))));
   }
   if (cfg.ipam) {

@@ -25,6 +25,8 @@ export interface BridgeConfig {
   preserveDefaultVlan: boolean;
   enableDad: boolean;
   macSpoofCheck: boolean;
+  /** flatnet's addition: drop IPv4/ARP/IPv6 from the container whose source is not one of its own addresses */
+  ipSpoofCheck: boolean;
   disableContainerInterface: boolean;
   portIsolation: boolean;
   /** container MAC requested through CNI_ARGS MAC=, args.cni.mac or runtimeConfig.mac (last wins) */
@@ -122,6 +124,7 @@ export function parseBridgeConfig(conf: NetConf, cniArgs: Record<string, string>
     preserveDefaultVlan: bool(conf, 'preserveDefaultVlan'),
     enableDad: bool(conf, 'enabledad'),
     macSpoofCheck: bool(conf, 'macspoofchk'),
+    ipSpoofCheck: bool(conf, 'ipspoofchk'),
     disableContainerInterface: bool(conf, 'disableContainerInterface'),
     portIsolation: bool(conf, 'portIsolation'),
     ipam: conf.ipam && typeof conf.ipam.type === 'string' && conf.ipam.type !== '' ? conf.ipam : undefined,

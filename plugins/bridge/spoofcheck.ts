@@ -1,5 +1,7 @@
 // macspoofchk: frames entering the bridge from the host veth must carry the container's MAC. nftables, bridge family,
 // table `nat` (as the reference), a prerouting base chain plus two chains per attachment. Pure rendering.
+// ipspoofchk (flatnet's addition, same chains): IPv4, ARP and IPv6 from the veth must carry one of the container's own
+// addresses as source (or 0.0.0.0 for ARP probes, :: and link-local for IPv6 neighbour discovery).
 import { createHash } from 'node:crypto';
 
 export const SPOOF_TABLE = 'bridge nat';
@@ -17,7 +19,26 @@ export function spoofComment(id: string): string {
   return `macspoofchk-${id}`;
 }
 
-export function renderSpoofSetup(id: string, hostVeth: string, mac: string): string {
+export interface SpoofChecks {
+  /** check the source MAC (macspoofchk) */
+  mac: boolean;
+  /** the container's addresses (no prefix) when the source IP is checked (ipspoofchk) */
+  ips?: readonly string[];
+}
+
+function ipRules(table: string, chain: string, ips: readonly string[], c: string): string[] {
+  for (const ip of ips) if (!/^[0-9a-fA-F.:]+$/.test(ip)) throw new Error('spoofcheck: unsafe IP');
+  const v4 = ips.filter((ip) => !ip.includes(':'));
+  const v6 = ips.filter((ip) => ip.includes(':'));
+  const set = (xs: string[]): string => `{ ${xs.join(', ')} }`;
+  return [
+    v4.length ? `add rule ${table} ${chain} ether type ip ip saddr != ${set(v4)} drop ${c}` : `add rule ${table} ${chain} ether type ip drop ${c}`,
+    `add rule ${table} ${chain} ether type arp arp saddr ip != ${set(['0.0.0.0', ...v4])} drop ${c}`,
+    `add rule ${table} ${chain} ether type ip6 ip6 saddr != ${set(['::', 'fe80::/10', ...v6])} drop ${c}`,
+  ];
+}
+
+export function renderSpoofSetup(id: string, hostVeth: string, mac: string, checks: SpoofChecks = { mac: true }): string {
   if (!/^[A-Za-z0-9_.-]+$/.test(hostVeth) || !/^[0-9a-f:]+$/.test(mac)) throw new Error('spoofcheck: unsafe name or MAC');
   const { iface, mac: macChain } = spoofChains(id);
   const c = `comment "${spoofComment(id)}"`;
@@ -29,9 +50,8 @@ export function renderSpoofSetup(id: string, hostVeth: string, mac: string): str
     `flush chain ${SPOOF_TABLE} ${iface}`,
     `flush chain ${SPOOF_TABLE} ${macChain}`,
     `add rule ${SPOOF_TABLE} ${SPOOF_BASE} iifname "${hostVeth}" jump ${iface} ${c}`,
-    `add rule ${SPOOF_TABLE} ${iface} jump ${macChain} ${c}`,
-    `add rule ${SPOOF_TABLE} ${macChain} ether saddr ${mac} return ${c}`,
-    `add rule ${SPOOF_TABLE} ${macChain} drop ${c}`,
+    ...(checks.ips ? ipRules(SPOOF_TABLE, iface, checks.ips, c) : []),
+    ...(checks.mac ? [`add rule ${SPOOF_TABLE} ${iface} jump ${macChain} ${c}`, `add rule ${SPOOF_TABLE} ${macChain} ether saddr ${mac} return ${c}`, `add rule ${SPOOF_TABLE} ${macChain} drop ${c}`] : []),
     '',
   ].join('\n');
 }

@@ -42,7 +42,7 @@ export function parsePluginConfig(conf: NetConf): VxlanPluginConfig {
 
 /**
  * The delegate's config: bridge (cni0) with the overlay MTU, hairpin on, this node as gateway (and default gateway),
- * no masquerade when the overlay controller does it; host-local over the node's podCIDR(s) with a route to each
+ * source MAC and IP checks on, no masquerade when the overlay controller does it; host-local over the node's podCIDR(s) with a route to each
  * cluster CIDR. Runtime-provided keys (runtimeConfig, args, dns) pass through.
  */
 export function delegateConf(conf: NetConf, cfg: VxlanPluginConfig, env: SubnetEnv): NetConf {
@@ -63,6 +63,9 @@ export function delegateConf(conf: NetConf, cfg: VxlanPluginConfig, env: SubnetE
     isGateway: true,
     isDefaultGateway: true,
     ipMasq: !env.ipMasq,
+    // a pod may send only with its own MAC and addresses (opt out: "delegate": {"macspoofchk": false, "ipspoofchk": false})
+    macspoofchk: true,
+    ipspoofchk: true,
     ...cfg.delegate,
     ipam: ipam as NetConf['ipam'],
   };

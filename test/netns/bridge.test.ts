@@ -66,12 +66,12 @@ const att = (n: TestNetns, id = 'c-' + n.name): Attachment => ({ containerId: id
 const ipJ = (ns: string, ...args: string[]): Json[] => JSON.parse(execFileSync('ip', ['-n', ns, '-j', '-d', ...args], { encoding: 'utf8' }) || '[]') as Json[];
 
 /** Start a TCP server in `serverNs` that answers each connection with the peer address it sees. */
-async function peerSeen(serverNs: string, bindIp: string, clientNs: string, port = 18080, attempts = 50): Promise<string> {
+async function peerSeen(serverNs: string, bindIp: string, clientNs: string, port = 18080, attempts = 50, clientSource?: string): Promise<string> {
   const srv = spawn('ip', ['netns', 'exec', serverNs, 'socat', '-T5', `TCP-LISTEN:${port},bind=${bindIp},reuseaddr`, 'SYSTEM:echo $SOCAT_PEERADDR'], { stdio: 'ignore' });
   try {
     for (let i = 0; i < attempts; i++) {
       try {
-        const out = execFileSync('ip', ['netns', 'exec', clientNs, 'socat', '-T3', '-', `TCP:${bindIp}:${port},connect-timeout=2`], { encoding: 'utf8', input: '', timeout: 5000 });
+        const out = execFileSync('ip', ['netns', 'exec', clientNs, 'socat', '-T3', '-', `TCP:${bindIp}:${port},connect-timeout=2${clientSource ? `,bind=${clientSource}` : ''}`], { encoding: 'utf8', input: '', timeout: 5000 });
         if (out.trim()) return out.trim();
       } catch {
         /* server not listening yet */
@@ -315,6 +315,32 @@ describe('bridge options', () => {
     execFileSync('ip', ['-n', pair.host.name, 'neigh', 'flush', 'all']);
     await expect(peerSeen(pair.host.name, '10.77.0.1', c, 18086, 3)).rejects.toThrow();
     expect(snapshot(pair.host.path, (n) => n).nft.some((l) => l.includes('ether saddr'))).toBe(true);
+    expect((await side.del(list, a)).code).toBe(0);
+    expect(snapshot(pair.host.path, (n) => n).nft.some((l) => l.includes('cni-br-iface'))).toBe(false);
+  }, 120_000);
+
+  it('ipspoofchk: a pod cannot send with another pod\'s IP; its own IP works; rules go away on DEL', async () => {
+    const { pair, side } = setup(3);
+    const list = conflist('1.0.0', pair.dataDir, { ipspoofchk: true, macspoofchk: true });
+    const [a, b] = [att(pair.containers[0]!), att(pair.containers[1]!)];
+    expect((await side.add(list, a)).code).toBe(0);
+    expect((await side.add(list, b)).code).toBe(0);
+    // control: a pod attached without the check (10.77.0.4) can send from an address it was not given
+    expect((await side.add(conflist('1.0.0', pair.dataDir), att(pair.containers[2]!))).code).toBe(0);
+    execFileSync('ip', ['-n', pair.containers[2]!.name, 'addr', 'add', '10.77.0.201/32', 'dev', 'eth0']);
+    expect(await peerSeen(pair.host.name, '10.77.0.1', pair.containers[2]!.name, 18086, 50, '10.77.0.201')).toBe('10.77.0.201');
+    const bn = pair.containers[1]!.name;
+    expect(await peerSeen(pair.host.name, '10.77.0.1', bn, 18087)).toBe('10.77.0.3');
+    // b takes a's address (10.77.0.2) as an extra one and sends from it: dropped on the bridge port (the nft rule
+    // below is what stops it; replies to 10.77.0.2 would go to a anyway)
+    execFileSync('ip', ['-n', bn, 'addr', 'add', '10.77.0.2/32', 'dev', 'eth0']);
+    await expect(peerSeen(pair.host.name, '10.77.0.1', bn, 18088, 3, '10.77.0.2')).rejects.toThrow();
+    // a foreign address outside every pod is dropped too, while b's own still works
+    execFileSync('ip', ['-n', bn, 'addr', 'add', '10.77.0.200/32', 'dev', 'eth0']);
+    await expect(peerSeen(pair.host.name, '10.77.0.1', bn, 18089, 3, '10.77.0.200')).rejects.toThrow();
+    expect(await peerSeen(pair.host.name, '10.77.0.1', bn, 18090, 50, '10.77.0.3')).toBe('10.77.0.3');
+    expect(snapshot(pair.host.path, (n) => n).nft.some((l) => l.includes('arp saddr ip != { 0.0.0.0, 10.77.0.3 } drop'))).toBe(true);
+    expect((await side.del(list, b)).code).toBe(0);
     expect((await side.del(list, a)).code).toBe(0);
     expect(snapshot(pair.host.path, (n) => n).nft.some((l) => l.includes('cni-br-iface'))).toBe(false);
   }, 120_000);

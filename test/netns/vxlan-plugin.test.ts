@@ -74,14 +74,14 @@ function cni(n: BedNode, command: string, containerId: string, pod: TestNetns | 
 const links = (ns: TestNetns): string[] =>
   (JSON.parse(ns.exec(['ip', '-j', 'link', 'show'])) as { ifname: string }[]).map((l) => l.ifname);
 
-function peerSeen(client: TestNetns, server: TestNetns, ip: string, port: number): string {
+function peerSeen(client: TestNetns, server: TestNetns, ip: string, port: number, source?: string, waitMs = 6000): string {
   const srv = spawnIn(server, ['socat', `TCP-LISTEN:${port},bind=${ip},reuseaddr,fork`, 'SYSTEM:echo $SOCAT_PEERADDR']);
   try {
     const t0 = Date.now();
     for (;;) {
-      const r = spawnSync('ip', ['netns', 'exec', client.name, 'socat', '-t5', '-T5', '-', `TCP:${ip}:${port}`], { input: 'x\n', encoding: 'utf8' });
+      const r = spawnSync('ip', ['netns', 'exec', client.name, 'socat', '-t5', '-T5', '-', `TCP:${ip}:${port},connect-timeout=2${source ? `,bind=${source}` : ''}`], { input: 'x\n', encoding: 'utf8' });
       if (r.status === 0 && r.stdout.trim()) return r.stdout.trim();
-      if (Date.now() - t0 > 6000) throw new Error(`TCP ${ip}:${port}: ${r.stderr}`);
+      if (Date.now() - t0 > waitMs) throw new Error(`TCP ${ip}:${port}: ${r.stderr}`);
       spawnSync('sleep', ['0.1']);
     }
   } finally {
@@ -139,6 +139,24 @@ describe.skipIf(!haveBuild)('vxlan CNI plugin over the overlay controller', () =
     expect(peerSeen(a!.ns, b!.ns, b!.ip, 7101)).toBe(a!.ip);
     expect(peerSeen(c!.ns, a!.ns, a!.ip, 7102)).toBe(c!.ip);
     expect(peerSeen(b!.ns, bed.external, bed.externalIp, 7103)).toBe(b!.node.ip);
+  });
+
+  it('by default a pod cannot send from an address it was not given; delegate macspoofchk/ipspoofchk false opts out', () => {
+    const [a, b] = pods;
+    const n2 = b!.node;
+    // b adds an address of its node's podCIDR that IPAM never gave it: replies would reach it, but nothing leaves
+    b!.ns.exec(['ip', 'addr', 'add', '10.244.2.250/32', 'dev', 'eth0']);
+    expect(() => peerSeen(b!.ns, a!.ns, a!.ip, 7104, '10.244.2.250', 3000)).toThrow();
+    expect(peerSeen(b!.ns, a!.ns, a!.ip, 7105)).toBe(b!.ip);
+    // the same on a pod attached with the checks turned off: the forged source goes through
+    const ns = createNetns(`${bed.prefix}n2po`);
+    const optOut = { ...conf(n2), delegate: { macspoofchk: false, ipspoofchk: false } };
+    const add = cni(n2, 'ADD', 'ctr-optout', ns, optOut);
+    expect(add.code, add.stderr).toBe(0);
+    ns.exec(['ip', 'addr', 'add', '10.244.2.251/32', 'dev', 'eth0']);
+    expect(peerSeen(ns, a!.ns, a!.ip, 7106, '10.244.2.251')).toBe('10.244.2.251');
+    expect(cni(n2, 'DEL', 'ctr-optout', ns, optOut).code).toBe(0);
+    ns.remove();
   });
 
   it('CHECK passes for an attached pod (prevResult from ADD) and a 0.3.1 config gets a 0.3.1 result', () => {

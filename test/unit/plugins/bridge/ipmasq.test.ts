@@ -90,6 +90,13 @@ describe('spoofcheck', () => {
   it('renders setup and finds its rules for teardown', () => {
     const id = spoofId('c1', 'eth0');
     expect(renderSpoofSetup(id, 'veth1234', '02:00:00:00:00:01')).toContain('ether saddr 02:00:00:00:00:01 return');
+    const both = renderSpoofSetup(id, 'veth1234', '02:00:00:00:00:01', { mac: true, ips: ['10.0.0.5', 'fd00::5'] });
+    expect(both).toContain('ether type ip ip saddr != { 10.0.0.5 } drop');
+    expect(both).toContain('ether type arp arp saddr ip != { 0.0.0.0, 10.0.0.5 } drop');
+    expect(both).toContain('ether type ip6 ip6 saddr != { ::, fe80::/10, fd00::5 } drop');
+    const ipOnly = renderSpoofSetup(id, 'veth1234', '02:00:00:00:00:01', { mac: false, ips: [] });
+    expect(ipOnly).toContain('ether type ip drop');
+    expect(ipOnly).not.toContain('ether saddr');
     const json = JSON.stringify({
       nftables: [
         { chain: { name: 'PREROUTING' } },

@@ -31,15 +31,17 @@ describe('vxlan plugin planning', () => {
       isGateway: true,
       isDefaultGateway: true,
       ipMasq: false,
+      macspoofchk: true,
+      ipspoofchk: true,
       ipam: { type: 'host-local', ranges: [[{ subnet: '10.244.1.0/24' }]], routes: [{ dst: '10.244.0.0/16' }] },
       runtimeConfig: { portMappings: [] },
     });
   });
 
   it('lets the delegate and ipam sections override defaults; masquerades in the bridge when the controller does not', () => {
-    const cfg = parsePluginConfig({ ...base, delegate: { bridge: 'br9', hairpinMode: false }, ipam: { dataDir: '/x' } as unknown as NetConf['ipam'] });
+    const cfg = parsePluginConfig({ ...base, delegate: { bridge: 'br9', hairpinMode: false, macspoofchk: false, ipspoofchk: false }, ipam: { dataDir: '/x' } as unknown as NetConf['ipam'] });
     const d = delegateConf(base, cfg, { ...env, ipMasq: false, subnets: ['10.244.1.0/24', 'fd00:10:244:1::/64'] });
-    expect(d).toMatchObject({ bridge: 'br9', hairpinMode: false, ipMasq: true });
+    expect(d).toMatchObject({ bridge: 'br9', hairpinMode: false, ipMasq: true, macspoofchk: false, ipspoofchk: false });
     expect(d.ipam).toMatchObject({ dataDir: '/x', ranges: [[{ subnet: '10.244.1.0/24' }], [{ subnet: 'fd00:10:244:1::/64' }]] });
   });
 
