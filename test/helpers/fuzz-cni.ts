@@ -525,17 +525,20 @@ export interface FuzzTally {
   empty: number;
   versions: number;
   codes: Record<string, number>;
+  /** failures per kind (crash, stdout, schema, hang, leftover, del-failed) */
+  kinds: Record<string, number>;
   failures: { kind: string; detail: string; case: FuzzCase }[];
   ms: number;
 }
 
 export function newTally(): FuzzTally {
-  return { cases: 0, results: 0, errors: 0, empty: 0, versions: 0, codes: {}, failures: [], ms: 0 };
+  return { cases: 0, results: 0, errors: 0, empty: 0, versions: 0, codes: {}, kinds: {}, failures: [], ms: 0 };
 }
 
 export function record(t: FuzzTally, c: FuzzCase, v: Verdict): void {
   t.cases++;
   if (!v.ok) {
+    t.kinds[v.kind] = (t.kinds[v.kind] ?? 0) + 1;
     t.failures.push({ kind: v.kind, detail: v.detail, case: c });
     return;
   }
