@@ -21,8 +21,10 @@ export interface OverlayConfig {
   masquerade: boolean;
   /** destinations never masqueraded besides the cluster CIDRs and node IPs */
   nonMasqueradeCIDRs: string[];
-  /** nft table name (family inet) that holds the masquerade rules */
+  /** nft table name (family inet) that holds the masquerade rules and the VXLAN source filter */
   masqueradeTable: string;
+  /** accept VXLAN packets (UDP `port`) only from known node IPs; off = anyone on the underlay may send them */
+  peerSourceFilter: boolean;
   /** full resync from kernel state every this many ms */
   resyncIntervalMs: number;
   /** the route protocol number marking routes the controller owns */
@@ -89,6 +91,7 @@ const KNOWN = new Set([
   'masquerade',
   'nonMasqueradeCIDRs',
   'masqueradeTable',
+  'peerSourceFilter',
   'resyncIntervalMs',
   'routeProtocol',
   'preferIPv6Underlay',
@@ -147,6 +150,7 @@ export function parseOverlayConfig(raw: Record<string, unknown>, nodeName = ''):
       ...cidrs(raw.serviceCIDR, 'serviceCIDR'),
     ]),
     masqueradeTable: table,
+    peerSourceFilter: bool(raw.peerSourceFilter, 'peerSourceFilter', true),
     resyncIntervalMs: num(raw.resyncIntervalMs, 'resyncIntervalMs', 3000, 100, 3_600_000),
     routeProtocol: num(raw.routeProtocol, 'routeProtocol', 77, 5, 254),
     preferIPv6Underlay: bool(raw.preferIPv6Underlay, 'preferIPv6Underlay', false),

@@ -13,8 +13,8 @@ import {
   annotationPatch,
   diffProgram,
   planOverlay,
-  renderMasquerade,
   renderMasqueradeCleanup,
+  renderOverlayTable,
   underlayIp,
   type DesiredState,
   type Program,
@@ -115,10 +115,10 @@ export class OverlayController {
       log.warn({ nodeName }, 'overlay: own Node has no InternalIP');
       return { planned: false };
     }
-    // the masquerade table's existence is checked alongside the kernel read (self-healing without an extra round trip)
+    // the overlay table's existence is checked alongside the kernel read (self-healing without an extra round trip)
     const [snap, masqExists] = await Promise.all([
       readKernel(runner, cfg.deviceName, cfg.routeProtocol),
-      cfg.masquerade && this.lastMasq !== undefined
+      (cfg.masquerade || cfg.peerSourceFilter) && this.lastMasq !== undefined
         ? runner.run(['nft', 'list', 'table', 'inet', cfg.masqueradeTable], { allowFail: true }).then((r) => r.code === 0, () => false)
         : Promise.resolve(false),
     ]);
@@ -187,18 +187,18 @@ export class OverlayController {
 
   private async syncMasquerade(desired: DesiredState, exists: boolean): Promise<void> {
     const { runner, config: cfg } = this.d;
-    if (!desired.masquerade) {
-      if (!cfg.masquerade && this.lastMasq !== '') {
+    const text = renderOverlayTable(cfg.masqueradeTable, desired.masquerade, desired.sourceFilter);
+    if (!text) {
+      if (!cfg.masquerade && !cfg.peerSourceFilter && this.lastMasq !== '') {
         await runner.run(['nft', '-f', '-'], { input: renderMasqueradeCleanup(cfg.masqueradeTable) });
         this.lastMasq = '';
       }
       return;
     }
-    const text = renderMasquerade(desired.masquerade);
     if (text === this.lastMasq && exists) return;
     await runner.run(['nft', '-f', '-'], { input: text });
     this.lastMasq = text;
-    this.d.log.info({ table: cfg.masqueradeTable }, 'overlay: masquerade rules applied');
+    this.d.log.info({ table: cfg.masqueradeTable, peers: desired.sourceFilter?.peers }, 'overlay: table applied (masquerade, VXLAN source filter)');
   }
 
   /** Stop watching and resyncing. Kernel state stays (so a restarted daemon does not disturb traffic) unless cleanupOnStop. */

@@ -49,6 +49,12 @@ export interface MasqPlan {
   exempt: { 4: string[]; 6: string[] };
 }
 
+/** VXLAN packets to `port` are dropped unless they come from one of `peers` (per family). */
+export interface SourceFilter {
+  port: number;
+  peers: { 4: string[]; 6: string[] };
+}
+
 export interface DesiredState {
   device: DeviceSpec;
   /** CIDR text, /32 or /128 */
@@ -58,6 +64,7 @@ export interface DesiredState {
   routes: RouteSpec[];
   subnetEnv?: SubnetEnv;
   masquerade?: MasqPlan;
+  sourceFilter?: SourceFilter;
   /** what this node publishes on its Node object */
   annotations: Record<string, string>;
   /** peers skipped and why (for logs) */
@@ -148,6 +155,13 @@ export function planOverlay(cfg: OverlayConfig, self: OverlayNode, nodes: Overla
     ? cfg.clusterCIDRs
     : uniqSorted(nodes.flatMap((n) => n.podCIDRs));
   const desired: DesiredState = { device, addresses, neighbours, fdb, routes, annotations, skipped };
+  if (cfg.peerSourceFilter) {
+    // every address a peer may encapsulate from: its published VTEP address and its InternalIPs
+    const peerIps = uniqSorted(
+      nodes.filter((n) => n.name !== self.name).flatMap((n) => [n.annotations[ANNOTATIONS.publicIp] ?? '', ...n.internalIPs].filter((ip) => familyOf(ip)).map((ip) => canonicalIP(ip))),
+    );
+    desired.sourceFilter = { port: cfg.port, peers: { 4: byFamily(peerIps, 4), 6: byFamily(peerIps, 6) } };
+  }
   if (self.podCIDRs.length) {
     desired.subnetEnv = { networks: clusterCIDRs, subnets: self.podCIDRs, mtu, ipMasq: cfg.masquerade };
     if (cfg.masquerade) {
@@ -319,14 +333,40 @@ function canonCidr(c: string): string {
 // ---------------------------------------------------------------------------------------------------------------
 // Masquerade (nftables, one private table)
 
-/** An `nft -f` program that atomically replaces the table with the planned rules. */
-export function renderMasquerade(m: MasqPlan): string {
-  const lines: string[] = [`add table inet ${m.table}`, `delete table inet ${m.table}`, `table inet ${m.table} {`];
-  const set = (name: string, type: string, elems: string[]): void => {
-    lines.push(`  set ${name} {`, `    type ${type}`, '    flags interval', '    auto-merge');
+/**
+ * An `nft -f` program that atomically replaces the overlay's table: the masquerade rules (when planned) and the
+ * VXLAN source filter (when planned). Undefined when there is nothing to hold.
+ */
+export function renderOverlayTable(table: string, m: MasqPlan | undefined, f: SourceFilter | undefined): string | undefined {
+  if (!m && !f) return undefined;
+  const lines: string[] = [`add table inet ${table}`, `delete table inet ${table}`, `table inet ${table} {`];
+  const set = (name: string, type: string, elems: string[], interval = true): void => {
+    lines.push(`  set ${name} {`, `    type ${type}`, ...(interval ? ['    flags interval', '    auto-merge'] : []));
     if (elems.length) lines.push(`    elements = { ${elems.join(', ')} }`);
     lines.push('  }');
   };
+  if (f) {
+    set('vxlan_peers4', 'ipv4_addr', f.peers[4], false);
+    set('vxlan_peers6', 'ipv6_addr', f.peers[6], false);
+    lines.push(
+      '  chain vxlan_input {',
+      '    type filter hook input priority filter - 10; policy accept;',
+      `    meta nfproto ipv4 udp dport ${f.port} ip saddr != @vxlan_peers4 counter drop`,
+      `    meta nfproto ipv6 udp dport ${f.port} ip6 saddr != @vxlan_peers6 counter drop`,
+      '  }',
+    );
+  }
+  if (m) masqueradeLines(m, lines, set);
+  lines.push('}');
+  return lines.join('\n') + '\n';
+}
+
+/** The masquerade-only table (no source filter). */
+export function renderMasquerade(m: MasqPlan): string {
+  return renderOverlayTable(m.table, m, undefined)!;
+}
+
+function masqueradeLines(m: MasqPlan, lines: string[], set: (name: string, type: string, elems: string[]) => void): void {
   set('nomasq4', 'ipv4_addr', m.exempt[4]);
   set('nomasq6', 'ipv6_addr', m.exempt[6]);
   lines.push('  chain postrouting {', '    type nat hook postrouting priority srcnat + 10; policy accept;');
@@ -340,8 +380,7 @@ export function renderMasquerade(m: MasqPlan): string {
       `    ip6 saddr { ${m.sources[6].join(', ')} } ip6 daddr != @nomasq6 ip6 daddr != ff00::/8 counter masquerade fully-random`,
     );
   }
-  lines.push('  }', '}');
-  return lines.join('\n') + '\n';
+  lines.push('  }');
 }
 
 export function renderMasqueradeCleanup(table: string): string {

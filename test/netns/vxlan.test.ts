@@ -8,7 +8,7 @@ import { vtepMac } from '../../proxy/overlay/plan.ts';
 import { parseSubnetEnv } from '../../lib/overlay/subnet-file.ts';
 import { cleanupOverlay } from '../../proxy/overlay/index.ts';
 import { createTestbed, killProc, quietLog, spawnIn, type BedPod, type Testbed } from '../helpers/overlay-testbed.ts';
-import { waitFor } from '../helpers/wait.ts';
+import { sleep, waitFor } from '../helpers/wait.ts';
 import type { TestNetns } from '../helpers/netns.ts';
 
 let bed: Testbed;
@@ -73,6 +73,24 @@ function peerSeen(client: TestNetns, server: TestNetns, ip: string, proto: 'TCP'
   } finally {
     killProc(srv);
   }
+}
+
+/** Sends one hand-built VXLAN packet (VNI 1) from `from` to `node`: inner UDP `innerSrc` -> `pod`:`port`, payload `payload`. */
+function forgeVxlan(from: TestNetns, nodeIp: string, vtepMacAddr: string, innerSrc: string, pod: string, port: number, payload: string): void {
+  const script = `
+    const [nodeIp, mac, src, dst, port, payload] = process.argv.slice(1);
+    const ip4 = (s) => Buffer.from(s.split('.').map(Number));
+    const data = Buffer.from(payload);
+    const udp = Buffer.alloc(8); udp.writeUInt16BE(40000, 0); udp.writeUInt16BE(Number(port), 2); udp.writeUInt16BE(8 + data.length, 4);
+    const ip = Buffer.alloc(20); ip[0] = 0x45; ip.writeUInt16BE(20 + 8 + data.length, 2); ip.writeUInt16BE(0x4000, 6); ip[8] = 64; ip[9] = 17;
+    ip4(src).copy(ip, 12); ip4(dst).copy(ip, 16);
+    let sum = 0; for (let i = 0; i < 20; i += 2) sum += ip.readUInt16BE(i); while (sum > 0xffff) sum = (sum & 0xffff) + (sum >> 16);
+    ip.writeUInt16BE(~sum & 0xffff, 10);
+    const eth = Buffer.concat([Buffer.from(mac.split(':').map((h) => parseInt(h, 16))), Buffer.from([2, 0, 0, 0, 0, 0x99]), Buffer.from([8, 0])]);
+    const vx = Buffer.from([8, 0, 0, 0, 0, 0, 1, 0]);
+    const s = require('node:dgram').createSocket('udp4');
+    s.send(Buffer.concat([vx, eth, ip, udp, data]), 8472, nodeIp, () => s.close());`;
+  execFileSync('ip', ['netns', 'exec', from.name, process.execPath, '-e', script, nodeIp, vtepMacAddr, innerSrc, pod, String(port), payload]);
 }
 
 const canPing = (from: TestNetns, ip: string, extra: string[] = []): boolean => {
@@ -178,6 +196,31 @@ describe('vxlan controller on real netns nodes', () => {
     const t = bed.nodes[0]!.ns.exec(['nft', 'list', 'table', 'inet', bed.table]);
     expect(t).toMatch(/ip saddr 10\.244\.1\.0\/24 ip daddr != @nomasq4 .*masquerade/);
     // and never inside the cluster (asserted by the pod source IPs above)
+  });
+
+  it('accepts VXLAN only from node IPs: a foreign host\'s forged packet is dropped, the same packet from a node is delivered', async () => {
+    const p1 = pods[0]!;
+    const n1 = bed.nodes[0]!;
+    const mac = device(n1.ns)!.address;
+    const rx = spawnIn(p1.ns, ['socat', '-u', `UDP-RECV:7020,bind=${p1.ip}`, '-']);
+    let got = '';
+    rx.stdout!.on('data', (b: Buffer) => (got += b.toString()));
+    try {
+      await sleep(300);
+      // the external host sits on the underlay: it pretends to be a pod of node 2 (10.244.2.77)
+      for (let i = 0; i < 3; i++) forgeVxlan(bed.external, n1.ip, mac, '10.244.2.77', p1.ip, 7020, 'forged-by-foreign-host\n');
+      await sleep(1000);
+      expect(got).toBe('');
+      const table = n1.ns.exec(['nft', 'list', 'table', 'inet', bed.table]);
+      expect(Number(/udp dport 8472 ip saddr != @vxlan_peers4 counter packets (\d+)/.exec(table)?.[1])).toBeGreaterThanOrEqual(3);
+      expect(table).toMatch(new RegExp(`elements = \\{ [^}]*${bed.nodes[1]!.ip.replaceAll('.', '\\.')}`));
+      // the very same packet from node 2's address is decapsulated and reaches the pod
+      forgeVxlan(bed.nodes[1]!.ns, n1.ip, mac, '10.244.2.77', p1.ip, 7020, 'from-a-node\n');
+      await waitFor('the node\'s packet at the pod', () => got.includes('from-a-node'), 5000);
+      expect(got).not.toContain('forged-by-foreign-host');
+    } finally {
+      killProc(rx);
+    }
   });
 
   it('removes a deleted node from every peer within seconds and restores it when it returns', async () => {

@@ -9,6 +9,7 @@ import {
   overlayMtu,
   planOverlay,
   renderMasquerade,
+  renderOverlayTable,
   vtepMac,
   type ObservedState,
   type Underlay,
@@ -187,6 +188,22 @@ describe('planOverlay', () => {
     expect(text).toContain('delete table inet flatnet_overlay');
     expect(text).toContain('ip saddr { 10.244.1.0/24 } ip daddr != @nomasq4 ip daddr != 224.0.0.0/4 counter masquerade');
     expect(text).not.toContain('ip6 saddr');
+  });
+
+  it('accepts VXLAN only from peer node IPs: one table with the source filter beside the masquerade', () => {
+    const d = planOverlay(cfg, n1, [n1, n2, n3, { ...node('n4', '192.168.9.4', []), annotations: {} }], underlay);
+    // every other node's address counts, usable peer or not yet (its packets are dropped only by the FDB otherwise)
+    expect(d.sourceFilter).toEqual({ port: 8472, peers: { 4: ['192.168.7.3', '192.168.9.2', '192.168.9.4'], 6: [] } });
+    const text = renderOverlayTable('flatnet_overlay', d.masquerade, d.sourceFilter)!;
+    expect(text).toContain('elements = { 192.168.7.3, 192.168.9.2, 192.168.9.4 }');
+    expect(text).toContain('type filter hook input priority filter - 10; policy accept;');
+    expect(text).toContain('meta nfproto ipv4 udp dport 8472 ip saddr != @vxlan_peers4 counter drop');
+    expect(text).toContain('meta nfproto ipv6 udp dport 8472 ip6 saddr != @vxlan_peers6 counter drop');
+    expect(text).toContain('masquerade fully-random');
+    // alone (no podCIDR yet: no masquerade), and off on request
+    expect(renderOverlayTable('t', undefined, d.sourceFilter)).not.toContain('postrouting');
+    expect(planOverlay(parseOverlayConfig({ peerSourceFilter: false, port: 4789 }), n1, [n1, n2], underlay).sourceFilter).toBeUndefined();
+    expect(renderOverlayTable('t', undefined, undefined)).toBeUndefined();
   });
 
   it('falls back to all node podCIDRs when no cluster CIDR is configured', () => {
