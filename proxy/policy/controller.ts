@@ -73,6 +73,9 @@ export class PolicyController {
   /** flows deleted by conntrack re-checks so far */
   flowsDeleted = 0;
   lastSyncError: unknown = undefined;
+  /** object changes seen so far, and how many of them the last successful sync had taken in */
+  changesSeen = 0;
+  changesProgrammed = 0;
 
   constructor(o: PolicyControllerOptions) {
     this.o = o;
@@ -90,6 +93,7 @@ export class PolicyController {
   }
 
   private queue(): void {
+    this.changesSeen++;
     if (this.synced) this.runner.run();
   }
 
@@ -153,6 +157,11 @@ export class PolicyController {
     await this.runner.idle();
   }
 
+  /** every change seen so far is in the kernel */
+  get settled(): boolean {
+    return this.syncCount > 0 && this.changesProgrammed === this.changesSeen;
+  }
+
   /** Request a sync (tests). */
   requestSync(): void {
     this.runner.run();
@@ -182,6 +191,7 @@ export class PolicyController {
   }
 
   private async syncOnce(): Promise<void> {
+    const seen = this.changesSeen;
     try {
       const state = computeState({ policies: this.policies.values(), pods: this.pods.values(), namespaces: this.namespaces }, this.o.nodeName);
       const next = render(state);
@@ -212,6 +222,7 @@ export class PolicyController {
       this.syncCount++;
       this.lastSyncError = undefined;
       if (restricts) await this.recheckFlows(state);
+      this.changesProgrammed = seen;
       this.o.log.debug({ full, restricts, pods: state.pods.size, rules: state.rules.size }, 'policy synced');
     } catch (e) {
       this.lastSyncError = e;
@@ -278,5 +289,40 @@ export class KubePolicySource implements PolicySource {
   async stop(): Promise<void> {
     await Promise.all(this.watchers.map((w) => w.stop()));
     this.client.close();
+  }
+}
+
+/**
+ * Objects held in memory (tests, benchmarks, embedding): set() and remove() reach the running controller as watch
+ * events; a controller that starts later (a restart) gets the current objects as its initial list.
+ */
+export class MemoryPolicySource implements PolicySource {
+  private h: PolicyHandlers | undefined;
+  private readonly objects = new Map<string, { kind: keyof PolicyHandlers; obj: unknown }>();
+
+  private key(kind: keyof PolicyHandlers, obj: unknown): string {
+    return `${kind} ${objectKey(obj as KubeObject)}`;
+  }
+
+  /** add or update an object of `kind` */
+  set(kind: keyof PolicyHandlers, obj: unknown): void {
+    this.objects.set(this.key(kind, obj), { kind, obj });
+    this.h?.[kind](obj, false);
+  }
+
+  remove(kind: keyof PolicyHandlers, obj: unknown): void {
+    this.objects.delete(this.key(kind, obj));
+    this.h?.[kind](obj, true);
+  }
+
+  start(h: PolicyHandlers): Promise<void> {
+    this.h = h;
+    for (const { kind, obj } of this.objects.values()) h[kind](obj, false);
+    return Promise.resolve();
+  }
+
+  stop(): Promise<void> {
+    this.h = undefined;
+    return Promise.resolve();
   }
 }
