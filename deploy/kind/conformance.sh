@@ -100,9 +100,13 @@ WORKERS=$(k get nodes --no-headers -o custom-columns=T:.spec.taints | grep -vc N
 klog "e2e.test on $NAME ($RUN): focus '$FOCUS', skip '${SKIP:-none}', $PROCS processes; full log $OUT/ginkgo.log"
 # Progress: one line per finished spec, from ginkgo's verbose log; the log keeps everything.
 progress() {
+  # serial runs print the spec name before its result line, parallel ones after it
   awk -v t0="$(date +%s)" '
     /^Will run [0-9]+ of [0-9]+ specs/ { total = $3; print "[e2e] " $0; fflush() }
-    /^(•|S|P) ?(\[|$)/ { head = $0; getline name; n++
+    /^\[sig-/ { last = $0 }
+    /^(•|S \[|P \[)/ { head = $0; name = last; last = ""
+      if ((getline nxt) > 0 && nxt ~ /^\[sig-/) name = nxt
+      n++
       state = head ~ /FAIL|PANIC|TIMEDOUT|INTERRUPTED/ ? "FAIL" : (head ~ /^S/ ? "skip" : "ok")
       printf "[e2e %d/%s %ds] %-4s %s\n", n, total ? total : "?", systime() - t0, state, name; fflush() }
     /^(Ran [0-9]+ of|FAIL!|SUCCESS!|Test Suite (Passed|Failed))/ { print "[e2e] " $0; fflush() }'

@@ -34,7 +34,14 @@ docker image inspect "$AGNHOST" >/dev/null 2>&1 || die "$AGNHOST is missing (dep
 e2e_image_build k8s.io/kubernetes/test/images/regression-issue-74839 regression-issue-74839
 ctx=$(mktemp -d)
 trap 'rm -rf "$ctx"' EXIT
-cp deploy/kind/images/e2e-stand-ins/Dockerfile "$E2E_DIR/bin/regression-issue-74839" "$ctx/"
+cp deploy/kind/images/e2e-stand-ins/Dockerfile "$E2E_DIR/bin/regression-issue-74839" "$K8S_BIN/coredns" "$ctx/"
+cp "$(go env GOMODCACHE)/k8s.io/kubernetes@$K8S_VERSION/test/images/agnhost/porter/localhost."{crt,key} "$ctx/"
+
+# agnhost as deploy/kind/images.sh builds it, completed once (the label marks the completed image)
+if [ -z "$(docker image inspect -f '{{index .Config.Labels "dev.flatnet.e2e-agnhost-complete"}}' "$AGNHOST")" ]; then
+  docker build -q --build-arg AGNHOST_IMAGE="$AGNHOST" --target agnhost -t "$AGNHOST" "$ctx" >/dev/null \
+    || die "completing $AGNHOST failed"
+fi
 
 images=("$AGNHOST" "$E2E_REG/agnhost:2.55")
 docker tag "$AGNHOST" "$E2E_REG/agnhost:2.55"
