@@ -6,7 +6,7 @@
 // (an ingress named port resolves on the target pod), so they live in the per-pod reference (PodRule).
 
 import { createHash } from 'node:crypto';
-import { formatIP, parseCidr, parseIP, networkOf, lastOf, type Family } from '../../lib/net/ip.ts';
+import { compareIP, familyOf as ipFamily, formatIP, lastOf, networkOf, parseCidr, parseIP, type Family } from '../../lib/net/ip.ts';
 import {
   selectorMatches,
   type NamespaceInfo,
@@ -70,7 +70,8 @@ export function shortHash(s: string, len = 12): string {
   return createHash('sha256').update(s).digest('hex').slice(0, len);
 }
 
-const familyOf = (ip: string): Family => (ip.includes(':') ? 6 : 4);
+/** family of an address the model already validated */
+const familyOf = (ip: string): Family => ipFamily(ip) ?? 4;
 
 // ---------------------------------------------------------------------------------------------------------------
 // address ranges
@@ -251,11 +252,7 @@ function namedElements(pods: readonly PodInfo[], named: readonly PolicyPort[]): 
   return out;
 }
 
-function cmpIP(a: string, b: string): number {
-  const x = parseIP(a)!;
-  const y = parseIP(b)!;
-  return x.family !== y.family ? x.family - y.family : x.value < y.value ? -1 : x.value > y.value ? 1 : 0;
-}
+const cmpIP = (a: string, b: string): number => compareIP(parseIP(a)!, parseIP(b)!);
 
 const sortIPs = (ips: string[]): string[] => ips.sort(cmpIP);
 

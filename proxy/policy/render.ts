@@ -19,10 +19,11 @@
 // a flow's conntrack entry, its next packets (either direction) must not recreate it mid-stream.
 
 import { NftTransaction } from '../../lib/nft/transaction.ts';
-import type { Family } from '../../lib/net/ip.ts';
+import { familyOf as ipFamily, type Family } from '../../lib/net/ip.ts';
 import { formatRange, shortHash, type PodRule, type PolicyState, type PortRange, type SharedRule } from './compute.ts';
 
 export const DEFAULT_TABLE = 'flatnet-policy';
+const familyOf = (ip: string): Family => ipFamily(ip) ?? 4;
 const FAM = 'inet' as const;
 
 export interface RenderedSet {
@@ -65,7 +66,6 @@ const FORWARD_RULES = [
 const INPUT_RULES = ['ct state established,related accept', NONSYN, 'ip saddr vmap @eg4', 'ip6 saddr vmap @eg6'];
 
 export const podChain = (dir: 'ingress' | 'egress', key: string): string => `${dir === 'ingress' ? 'in' : 'eg'}-${shortHash(key)}`;
-const familyOf = (ip: string): Family => (ip.includes(':') ? 6 : 4);
 
 /** `meta l4proto . th dport { ... }`; '' for every port of every protocol */
 export function portsMatch(ports: readonly PortRange[] | undefined): string {

@@ -62,3 +62,15 @@ export function removeLinksWithPrefix(prefix: string): void {
     }
   }
 }
+
+/** SIGKILL every child that is still running, by its PID (teardown). */
+export function killChildren(children: readonly { pid?: number | undefined; exitCode: number | null }[]): void {
+  for (const c of children) {
+    if (c.pid === undefined || c.exitCode !== null) continue;
+    try {
+      process.kill(c.pid, 'SIGKILL');
+    } catch {
+      /* gone */
+    }
+  }
+}

@@ -5,6 +5,7 @@
 // table's forward or input chain and returns accept or drop.
 
 import { isIP } from 'node:net';
+import { parseIP } from '../../lib/net/ip.ts';
 
 export interface PolicyPacket {
   src: string;
@@ -36,15 +37,7 @@ const fail = (m: string): never => {
 };
 
 function toBig(ip: string): bigint {
-  if (isIP(ip) === 4) return ip.split('.').reduce((a, o) => (a << 8n) + BigInt(Number(o)), 0n);
-  if (isIP(ip) === 6) {
-    const [h, t] = ip.includes('::') ? ip.split('::') : [ip, undefined];
-    const hs = h ? h.split(':') : [];
-    const ts = t !== undefined && t !== '' ? t.split(':') : [];
-    const parts = t === undefined ? hs : [...hs, ...Array<string>(8 - hs.length - ts.length).fill('0'), ...ts];
-    return parts.reduce((a, x) => (a << 16n) + BigInt(parseInt(x || '0', 16)), 0n);
-  }
-  return fail(`not an address: ${ip}`);
+  return parseIP(ip)?.value ?? fail(`not an address: ${ip}`);
 }
 
 /** element text `a`, `a-b` or `a/len` contains ip */

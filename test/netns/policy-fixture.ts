@@ -12,7 +12,7 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { createNetns, removeNetnsWithPrefix, type TestNetns } from '../helpers/netns.ts';
+import { createNetns, killChildren, removeNetnsWithPrefix, type TestNetns } from '../helpers/netns.ts';
 import { runPrefix } from '../helpers/prefix.ts';
 
 const NODE = resolve('node_modules/.bin/node');
@@ -120,15 +120,7 @@ export async function setupPolicyFixture(): Promise<PolicyFixture> {
   const procs: ChildProcess[] = [];
   const made: TestNetns[] = [];
   const teardown = (): void => {
-    for (const p of procs) {
-      if (p.pid && p.exitCode === null) {
-        try {
-          process.kill(p.pid, 'SIGKILL');
-        } catch {
-          /* gone */
-        }
-      }
-    }
+    killChildren(procs);
     for (const n of made) n.remove();
     removeNetnsWithPrefix(prefix);
     rmSync(dir, { recursive: true, force: true });
@@ -212,9 +204,7 @@ export async function setupPolicyFixture(): Promise<PolicyFixture> {
             p.stdin!.write('\n');
             return next();
           },
-          close: () => {
-            if (p.pid && p.exitCode === null) process.kill(p.pid, 'SIGKILL');
-          },
+          close: () => killChildren([p]),
         };
       },
       async loop(from, host, port, timeoutMs) {

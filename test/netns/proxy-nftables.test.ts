@@ -12,7 +12,7 @@ import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { createNetns, removeNetnsWithPrefix, type TestNetns } from '../helpers/netns.ts';
+import { createNetns, killChildren, removeNetnsWithPrefix, type TestNetns } from '../helpers/netns.ts';
 import { runPrefix } from '../helpers/prefix.ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ExecRunner } from '../../lib/exec/exec.ts';
@@ -87,15 +87,7 @@ async function setupFixture(port = 8080): Promise<Fixture> {
   const servers: ChildProcess[] = [];
   const made: TestNetns[] = [];
   const teardown = (): void => {
-    for (const s of servers) {
-      if (s.pid !== undefined && s.exitCode === null) {
-        try {
-          process.kill(s.pid, 'SIGKILL');
-        } catch {
-          /* gone */
-        }
-      }
-    }
+    killChildren(servers);
     for (const n of made) n.remove();
     removeNetnsWithPrefix(prefix);
     rmSync(dir, { recursive: true, force: true });
