@@ -1,5 +1,7 @@
 // One builder for the proxy model's ServicePort, shared by the unit, netns and tracer tests of every backend.
+import type { V1EndpointSlice, V1Service } from '@kubernetes/client-node';
 import type { ProxyConfigView, ServicePort } from '../../proxy/services/model/types.ts';
+import type { WatchHandlers, WatchSource } from '../../proxy/services/watch/informers.ts';
 
 /** The proxy configuration most tests use: cluster CIDR 10.244.0.0/16 detects pod traffic, mark bit 14. */
 export function proxyConfig(over: Partial<ProxyConfigView> = {}): ProxyConfigView {
@@ -29,3 +31,30 @@ export function servicePort(over: Partial<ServicePort> & { name: string }): Serv
   };
   return { key: `${s.namespace}/${s.name}:${s.portName}/${s.protocol}/v${s.family}`, ...s };
 }
+
+/** A WatchSource the test drives: `h` delivers objects, `release()` ends the initial list. */
+export class FakeSource implements WatchSource {
+  h: WatchHandlers | undefined;
+  release: (() => void) | undefined;
+  start(h: WatchHandlers): Promise<void> {
+    this.h = h;
+    return new Promise((r) => (this.release = r));
+  }
+  stop(): Promise<void> {
+    return Promise.resolve();
+  }
+}
+
+/** A Service object in namespace ns with one TCP port 80 named http. */
+export const svcObject = (name: string, ip: string): V1Service => ({
+  metadata: { namespace: 'ns', name },
+  spec: { clusterIP: ip, clusterIPs: [ip], ports: [{ port: 80, protocol: 'TCP', name: 'http' }] },
+});
+
+/** Its EndpointSlice: port 8080, ready endpoints on node n1. */
+export const sliceObject = (name: string, ips: string[]): V1EndpointSlice => ({
+  metadata: { namespace: 'ns', name: `${name}-x`, labels: { 'kubernetes.io/service-name': name } },
+  addressType: 'IPv4',
+  ports: [{ name: 'http', port: 8080, protocol: 'TCP' }],
+  endpoints: ips.map((ip) => ({ addresses: [ip], conditions: { ready: true }, nodeName: 'n1' })),
+});

@@ -1,4 +1,4 @@
-import type { V1EndpointSlice, V1Node, V1Service } from '@kubernetes/client-node';
+import type { V1Node } from '@kubernetes/client-node';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig, parseDuration } from '../../../proxy/config/config.ts';
 import { ProxyDaemon } from '../../../proxy/daemon.ts';
@@ -6,8 +6,7 @@ import { ProxyHealth } from '../../../proxy/services/healthcheck/proxy-health.ts
 import { ServiceHealthServers } from '../../../proxy/services/healthcheck/servers.ts';
 import { ProxyMetrics } from '../../../proxy/services/metrics/metrics.ts';
 import type { ProxyBackend, SyncInput } from '../../../proxy/services/model/types.ts';
-import type { WatchHandlers, WatchSource } from '../../../proxy/services/watch/informers.ts';
-import { proxyConfig } from '../../helpers/proxy-fixtures.ts';
+import { FakeSource, proxyConfig, sliceObject, svcObject } from '../../helpers/proxy-fixtures.ts';
 
 const silent = { debug() {}, info() {}, warn() {}, error() {} };
 
@@ -147,18 +146,6 @@ describe('ProxyMetrics', () => {
   });
 });
 
-class FakeSource implements WatchSource {
-  h: WatchHandlers | undefined;
-  release: (() => void) | undefined;
-  start(h: WatchHandlers): Promise<void> {
-    this.h = h;
-    return new Promise((r) => (this.release = r));
-  }
-  stop(): Promise<void> {
-    return Promise.resolve();
-  }
-}
-
 class RecordingBackend implements ProxyBackend {
   readonly mode = 'iptables' as const;
   calls: SyncInput[] = [];
@@ -176,16 +163,8 @@ class RecordingBackend implements ProxyBackend {
   }
 }
 
-const svc = (name: string, ip: string): V1Service => ({
-  metadata: { namespace: 'ns', name },
-  spec: { clusterIP: ip, clusterIPs: [ip], ports: [{ port: 80, protocol: 'TCP', name: 'http' }] },
-});
-const slice = (name: string, ips: string[]): V1EndpointSlice => ({
-  metadata: { namespace: 'ns', name: `${name}-x`, labels: { 'kubernetes.io/service-name': name } },
-  addressType: 'IPv4',
-  ports: [{ name: 'http', port: 8080, protocol: 'TCP' }],
-  endpoints: ips.map((ip) => ({ addresses: [ip], conditions: { ready: true }, nodeName: 'n1' })),
-});
+const svc = svcObject;
+const slice = sliceObject;
 
 describe('ProxyDaemon', () => {
   function setup() {
