@@ -25,6 +25,7 @@ import {
 import { BridgeErrorCode, bridgeCreateArgs, EXIT_IFNAME_EXISTS, planAdd, planContainer, randomMac, type AddPlan } from './plan.ts';
 import { renderSpoofSetup, renderSpoofTeardown, spoofId } from './spoofcheck.ts';
 import { familyOf, normalizeCidr, normalizeIP } from '../../lib/net/ip.ts';
+import { resolveBackend, type NetfilterBackend } from '../../lib/netfilter/backend.ts';
 
 const SEP = '@@flatnet@@';
 /** exit status of the first ADD program when listing the host's links fails */
@@ -71,9 +72,9 @@ async function nftRun(runner: Runner, program: string): Promise<void> {
 // ---------------------------------------------------------------- masquerade
 
 /** The masquerade programs of one attachment, as steps of the host program. */
-function masqSteps(cfg: BridgeConfig, containerID: string, ifname: string, ips: string[]): { label: string; step: ShStep }[] {
+function masqSteps(cfg: BridgeConfig, backend: NetfilterBackend, containerID: string, ifname: string, ips: string[]): { label: string; step: ShStep }[] {
   const a = { network: cfg.name, ifname, containerID };
-  if (cfg.ipMasqBackend === 'nftables') return [{ label: 'IP masquerade (nftables)', step: { argv: ['nft', '-f', '-'], input: renderNftAdd(a, ips) } }];
+  if (backend === 'nftables') return [{ label: 'IP masquerade (nftables)', step: { argv: ['nft', '-f', '-'], input: renderNftAdd(a, ips) } }];
   const progs = renderIptablesAdd(a, ips);
   const out: { label: string; step: ShStep }[] = [];
   if (progs[4]) out.push({ label: 'IP masquerade (iptables)', step: { argv: ['iptables-restore', '--noflush', '-w'], input: progs[4] } });
@@ -105,15 +106,26 @@ async function nftMasqRules(runner: Runner): Promise<ReturnType<typeof parseNftR
   return parseNftRules(r.stdout);
 }
 
-/** families = the address families the attachment used, when known (prevResult); both otherwise */
+/** A tool that is not installed has nothing of ours to remove. */
+const unlessMissing = (e: unknown): void => {
+  if (e instanceof CommandError && e.exitCode === -1 && (e.cause as NodeJS.ErrnoException | undefined)?.code === 'ENOENT') return;
+  throw e;
+};
+
+/**
+ * Removes the attachment's masquerade rules of both backends, as the reference does: the attachment may have been
+ * made by another version or configuration. families = the address families the attachment used, when known
+ * (prevResult); both otherwise.
+ */
 async function masqTeardown(runner: Runner, cfg: BridgeConfig, containerID: string, ifname: string, families?: readonly Family[]): Promise<void> {
-  if (cfg.ipMasqBackend === 'nftables') {
-    const prog = renderNftDelete(nftRulesOf(await nftMasqRules(runner), instanceHash(cfg.name, ifname, containerID)));
-    if (prog) await nftRun(runner, prog);
-    return;
-  }
   const chain = iptablesChain(cfg.name, ifname, containerID);
-  await iptablesRemove(runner, () => new Set([chain]), families);
+  await Promise.all([
+    iptablesRemove(runner, () => new Set([chain]), families).catch(unlessMissing),
+    (async () => {
+      const prog = renderNftDelete(nftRulesOf(await nftMasqRules(runner), instanceHash(cfg.name, ifname, containerID)));
+      if (prog) await nftRun(runner, prog);
+    })().catch(unlessMissing),
+  ]);
 }
 
 async function spoofTeardown(runner: Runner, containerID: string, ifname: string): Promise<void> {
@@ -224,7 +236,7 @@ export async function bridgeAdd(ctx: InvocationContext, deps: BridgeDeps): Promi
     if (plan.masqIps.length) {
       const fams = [...new Set(plan.masqIps.map((ip): Family => familyOf(ip) ?? 4))];
       undo.push(() => masqTeardown(runner, cfg, env.containerId, env.ifname, fams));
-      steps.push(...masqSteps(cfg, env.containerId, env.ifname, plan.masqIps));
+      steps.push(...masqSteps(cfg, await resolveBackend(runner, cfg.ipMasqBackend), env.containerId, env.ifname, plan.masqIps));
     }
     // a single step runs as is; several run in one sh
     const only = steps.length === 1 ? steps[0]!.step : undefined;
@@ -258,27 +270,23 @@ export async function bridgeDel(ctx: InvocationContext, deps: BridgeDeps): Promi
   const { env } = ctx;
   const cfg = parseBridgeConfig(ctx.conf, env.args);
   const { runner } = deps;
-  // independent steps run concurrently (deleting a veth waits for an RCU grace period)
-  const steps: Promise<void>[] = [];
+  // The link goes first, as in the reference: while it exists its address is in use, so the address is freed only
+  // after the link is gone, and kept (DEL fails, the runtime retries) when the link cannot be deleted.
   if (env.netns && netnsState(env.netns) === 'netns' && isValidIfname(env.ifname)) {
-    steps.push(
-      runner.run(['ip', 'link', 'del', env.ifname], { netns: env.netns, allowFail: true }).then((r) => {
-        if (r.code !== 0 && !isNoSuchDevice(r.stderr)) throw kernelError(`failed to delete ${env.ifname}`, new CommandError(['ip'], r.code, r.stderr));
-      }),
-    );
+    const r = await runner.run(['ip', 'link', 'del', env.ifname], { netns: env.netns, allowFail: true });
+    if (r.code !== 0 && !isNoSuchDevice(r.stderr)) throw kernelError(`failed to delete ${env.ifname}`, new CommandError(['ip'], r.code, r.stderr));
   }
+  // the rest is independent and runs concurrently
+  const steps: Promise<void>[] = [];
+  if (cfg.ipam) steps.push(ctx.delegator.exec(cfg.ipam.type, 'DEL', ctx.conf).then(() => undefined));
   if (cfg.ipMasq) {
     // libcni passes the cached result on DEL: its IPs tell which families need looking at
     const prevIps = ctx.conf.prevResult?.ips ?? [];
     const fams = prevIps.length ? [...new Set(prevIps.map((i): Family => familyOf(i.address) ?? 4))] : undefined;
     steps.push(masqTeardown(runner, cfg, env.containerId, env.ifname, fams).catch((e: unknown) => Promise.reject(kernelError('failed to remove IP masquerade', e))));
   }
-  if (cfg.macSpoofCheck || cfg.ipSpoofCheck) {
+  if (cfg.macSpoofCheck) {
     steps.push(spoofTeardown(runner, env.containerId, env.ifname).catch((e: unknown) => Promise.reject(kernelError('failed to remove mac spoof check', e))));
-  }
-  if (cfg.ipam) {
-    const type = cfg.ipam.type;
-    steps.push(ctx.delegator.exec(type, 'DEL', ctx.conf).then(() => undefined));
   }
   const errors = (await Promise.allSettled(steps)).filter((r): r is PromiseRejectedResult => r.status === 'rejected').map((r) => r.reason as unknown);
   if (errors.length) throw errors[0];

@@ -12,7 +12,8 @@ export interface BridgeConfig {
   isDefaultGateway: boolean;
   forceAddress: boolean;
   ipMasq: boolean;
-  ipMasqBackend: MasqBackend;
+  /** undefined: decided when masquerade is set up (iptables unless only nftables is usable, as the reference) */
+  ipMasqBackend?: MasqBackend;
   /** 0 = kernel default */
   mtu: number;
   hairpinMode: boolean;
@@ -114,7 +115,7 @@ export function parseBridgeConfig(conf: NetConf, cniArgs: Record<string, string>
     isDefaultGateway,
     forceAddress: bool(conf, 'forceAddress'),
     ipMasq: bool(conf, 'ipMasq'),
-    ipMasqBackend: (backendRaw as MasqBackend | undefined) ?? 'iptables',
+    ...(backendRaw ? { ipMasqBackend: backendRaw as MasqBackend } : {}),
     mtu: int(conf, 'mtu', 0, 65535),
     hairpinMode: bool(conf, 'hairpinMode'),
     promiscMode: bool(conf, 'promiscMode'),

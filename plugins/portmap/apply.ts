@@ -38,6 +38,7 @@ import {
   parseNftTag,
   planIptables,
   planNft,
+  planNftJumps,
 } from './plan.ts';
 
 /** Serializes portmap's read-modify-write of the shared iptables chains across concurrent plugin processes. */
@@ -257,7 +258,8 @@ export class NftBackend {
     this.nft = new Nft({ runner: env.runner, netns: env.netns });
   }
 
-  private scaffold(tx: NftTransaction, snat: boolean): void {
+  private scaffold(tx: NftTransaction, cfg: PortMapConfig): void {
+    const snat = cfg.snat;
     tx.addTable(FAMILY, NFT_TABLE, 'flatnet portmap (hostPort)');
     tx.addChain(FAMILY, NFT_TABLE, NFT_HOSTIP_CHAIN).addChain(FAMILY, NFT_TABLE, NFT_HOSTPORTS_CHAIN);
     for (const [chain, hook] of [
@@ -265,10 +267,9 @@ export class NftBackend {
       ['output', 'output'],
     ] as const) {
       tx.addChain(FAMILY, NFT_TABLE, chain, { type: 'nat', hook, priority: -100, policy: 'accept' }); // dstnat (nft 1.0.6 rejects the name in output)
-      // the base chains hold only these two static jumps: flushing and re-adding them is idempotent and race-free
+      // the base chains hold only the jumps: flushing and re-adding them is idempotent and race-free
       tx.flushChain(FAMILY, NFT_TABLE, chain);
-      tx.addRule(FAMILY, NFT_TABLE, chain, `fib daddr type local jump ${NFT_HOSTIP_CHAIN}`);
-      tx.addRule(FAMILY, NFT_TABLE, chain, `fib daddr type local jump ${NFT_HOSTPORTS_CHAIN}`);
+      for (const rule of planNftJumps(cfg)) tx.addRule(FAMILY, NFT_TABLE, chain, rule);
     }
     if (snat) {
       tx.addChain(FAMILY, NFT_TABLE, NFT_MASQ_CHAIN, { type: 'nat', hook: 'postrouting', priority: 'srcnat', policy: 'accept' });
@@ -299,7 +300,7 @@ export class NftBackend {
     await retryOnce(this.env, 'nft ADD', async () => {
       const l = await this.nft.listTable(FAMILY, NFT_TABLE);
       const tx = new NftTransaction();
-      this.scaffold(tx, cfg.snat);
+      this.scaffold(tx, cfg);
       this.deleteOwned(tx, l, (t) => t.key === tag.key && t.net === tag.net);
       for (const c of cs) for (const r of planNft(cfg, c)) tx.addRule(FAMILY, NFT_TABLE, r.chain, r.body, tag.comment);
       await this.nft.apply(tx);

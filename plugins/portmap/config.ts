@@ -5,7 +5,9 @@ import { CniError, ErrorCode, type CniResult, type NetConf } from '../../lib/cni
 import { canonicalCidr, familyOf, formatCidr, formatIP, isUnspecified, parseCidr, parseIP, type Family } from '../../lib/net/ip.ts';
 
 export type Protocol = 'tcp' | 'udp' | 'sctp';
-export type Backend = 'iptables' | 'nftables';
+import type { NetfilterBackend } from '../../lib/netfilter/backend.ts';
+
+export type Backend = NetfilterBackend;
 
 export interface Mapping {
   hostPort: number;
@@ -24,6 +26,7 @@ export interface PortMapConfig {
   masqAll: boolean;
   markMasqBit: number;
   externalSetMarkChain?: string;
+  /** extra matches on the jump into the hostport chains, in the backend's own syntax */
   conditionsV4: string[];
   conditionsV6: string[];
   backend: Backend;
@@ -75,7 +78,6 @@ export function parseMappings(raw: unknown): Mapping[] {
   if (raw === undefined || raw === null) return [];
   if (!Array.isArray(raw)) throw bad('runtimeConfig.portMappings must be an array');
   const out: Mapping[] = [];
-  const seen = new Set<string>();
   for (const [i, e] of raw.entries()) {
     if (typeof e !== 'object' || e === null) throw bad(`portMappings[${i}] must be an object`);
     const m = foldKeys(e as Record<string, unknown>);
@@ -93,20 +95,38 @@ export function parseMappings(raw: unknown): Mapping[] {
       families = [host.family];
       if (!isUnspecified(host)) hostIP = formatIP(host);
     }
-    const key = `${protocol}/${hostIP ?? families.join('')}/${hostPort}`;
-    if (seen.has(key)) throw bad(`portMappings[${i}]: duplicate ${protocol} hostPort ${hostPort}${hostIP ? ` on ${hostIP}` : ''}`);
-    seen.add(key);
+    // duplicates are accepted, as by the reference: each gets its rule and the first one matches
     out.push({ hostPort, containerPort, protocol, ...(hostIP ? { hostIP } : {}), families });
   }
   return out;
 }
 
-/** Validate the plugin's own keys and the runtime's port mappings. */
-export function parseConfig(conf: NetConf): PortMapConfig {
+/** The configured backend, validated; undefined when the config names none (the caller picks the default). */
+export function configuredBackend(conf: NetConf): Backend | undefined {
+  const b = conf.backend;
+  if (b === undefined || b === null) return undefined;
+  if (b !== 'iptables' && b !== 'nftables') throw bad(`backend ${JSON.stringify(b)} must be "iptables" or "nftables"`);
+  return b;
+}
+
+/**
+ * Which backend a list of conditions is written for, as the reference tells: iptables matches start with '-' or
+ * '!' ("-d", "--sport", "! -s"), nftables expressions never do. undefined when empty.
+ */
+export function conditionsBackend(conditions: readonly string[]): Backend | undefined {
+  const first = conditions[0];
+  if (first === undefined || first === '') return undefined;
+  return first[0] === '-' || first[0] === '!' ? 'iptables' : 'nftables';
+}
+
+/**
+ * Validate the plugin's own keys and the runtime's port mappings. `defaultBackend` applies when the config names
+ * no backend (the reference's default: iptables unless only nftables is usable, decided by the caller).
+ */
+export function parseConfig(conf: NetConf, defaultBackend: Backend = 'iptables'): PortMapConfig {
   const snat = optBool(conf, 'snat', true);
   const masqAll = optBool(conf, 'masqAll', false);
-  const backend = conf.backend ?? 'iptables';
-  if (backend !== 'iptables' && backend !== 'nftables') throw bad(`backend ${JSON.stringify(conf.backend)} must be "iptables" or "nftables"`);
+  const backend = configuredBackend(conf) ?? defaultBackend;
   const ext = conf.externalSetMarkChain;
   if (ext !== undefined && ext !== null && (typeof ext !== 'string' || !/^[^\s-][^\s]{0,27}$/.test(ext)))
     throw bad(`externalSetMarkChain ${JSON.stringify(ext)} is not a valid iptables chain name`);
@@ -116,10 +136,14 @@ export function parseConfig(conf: NetConf): PortMapConfig {
   if (typeof bit !== 'number' || !Number.isInteger(bit) || bit < 0 || bit > 31) throw bad(`markMasqBit ${JSON.stringify(bit)} must be an integer 0-31`);
   const conditionsV4 = optStrings(conf, 'conditionsV4');
   const conditionsV6 = optStrings(conf, 'conditionsV6');
-  if (backend === 'nftables') {
-    if (conditionsV4.length || conditionsV6.length) throw bad('conditionsV4/conditionsV6 are iptables matches; not supported with backend "nftables"');
-    if (typeof ext === 'string') throw bad('externalSetMarkChain is an iptables chain; not supported with backend "nftables"');
-  }
+  // options written for the other backend are an error, as in the reference
+  const other: Backend = backend === 'iptables' ? 'nftables' : 'iptables';
+  const wrong = [
+    ...(typeof ext === 'string' && other === 'iptables' ? ['externalSetMarkChain'] : []),
+    ...(conditionsBackend(conditionsV4) === other ? ['conditionsV4'] : []),
+    ...(conditionsBackend(conditionsV6) === other ? ['conditionsV6'] : []),
+  ];
+  if (wrong.length) throw bad(`${backend} backend was requested but configuration contains ${other}-specific options ${wrong.join(', ')}`);
   const rc = conf.runtimeConfig;
   const mappings = parseMappings(rc && typeof rc === 'object' ? (rc as Record<string, unknown>).portMappings : undefined);
   return {

@@ -7,7 +7,8 @@ import { ExecRunner } from '../../lib/exec/exec.ts';
 import { CommandError, type Runner } from '../../lib/exec/runner.ts';
 import type { IptablesMode } from '../../lib/iptables/index.ts';
 import { IptablesBackend, NftBackend, type Env } from './apply.ts';
-import { containerIPs, parseConfig, type Backend } from './config.ts';
+import { resolveBackend } from '../../lib/netfilter/backend.ts';
+import { configuredBackend, containerIPs, parseConfig, type Backend } from './config.ts';
 
 /** Generic internal failure, as the reference plugins report it. */
 const INTERNAL = 999;
@@ -35,12 +36,19 @@ function wrap(verb: string, e: unknown): CniError {
 export function createHandlers(deps: PortmapDeps = {}): PluginHandlers {
   const runner = deps.runner ?? new ExecRunner();
   const env = (ctx: InvocationContext): Env => ({ runner, netns: deps.netns, log: ctx.log });
+  // the backend when the config names none: probed (a child process or two) only when there is something to map
+  const backendOf = (ctx: InvocationContext): Promise<Backend> => {
+    const pm = (ctx.conf.runtimeConfig as Record<string, unknown> | undefined)?.portMappings;
+    const configured = configuredBackend(ctx.conf);
+    if (configured || !Array.isArray(pm) || pm.length === 0) return Promise.resolve(configured ?? 'iptables');
+    return resolveBackend(runner, undefined, deps.netns);
+  };
 
   return {
     async add(ctx): Promise<CniResult> {
       const prev = ctx.conf.prevResult;
       if (!prev) throw new CniError(ErrorCode.InvalidConfig, 'portmap: must be called as a chained plugin (no prevResult)');
-      const cfg = parseConfig(ctx.conf);
+      const cfg = parseConfig(ctx.conf, await backendOf(ctx));
       if (!cfg.mappings.length) return prev;
       const ips = containerIPs(prev, ctx.env.ifname);
       if (!ips.v4 && !ips.v6) {
@@ -60,7 +68,7 @@ export function createHandlers(deps: PortmapDeps = {}): PluginHandlers {
 
     async del(ctx): Promise<void> {
       // DEL must succeed with a broken or partial config as far as possible: only name and backend matter here
-      const kind = ctx.conf.backend === 'nftables' ? 'nftables' : 'iptables';
+      const kind = ctx.conf.backend === 'nftables' || ctx.conf.backend === 'iptables' ? ctx.conf.backend : await backendOf(ctx).catch(() => 'iptables' as const);
       try {
         await backend(kind, env(ctx), deps).del(ctx.conf.name, ctx.env.containerId);
       } catch (e) {
@@ -71,7 +79,7 @@ export function createHandlers(deps: PortmapDeps = {}): PluginHandlers {
     async check(ctx): Promise<void> {
       const prev = ctx.conf.prevResult;
       if (!prev) throw new CniError(ErrorCode.InvalidConfig, 'portmap: CHECK needs prevResult');
-      const cfg = parseConfig(ctx.conf);
+      const cfg = parseConfig(ctx.conf, await backendOf(ctx));
       if (!cfg.mappings.length) return;
       const ips = containerIPs(prev, ctx.env.ifname);
       let missing: string[];

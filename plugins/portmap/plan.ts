@@ -153,6 +153,20 @@ export interface NftRulePlan {
   body: string;
 }
 
+/**
+ * The jumps from the base chains (prerouting, output) into the hostport chains. Conditions, when given, guard the
+ * jumps of their family; like the reference, whose every ADD rewrites these jumps, the last ADD's conditions hold.
+ */
+export function planNftJumps(cfg: PortMapConfig): string[] {
+  const targets = [NFT_HOSTIP_CHAIN, NFT_HOSTPORTS_CHAIN];
+  if (!cfg.conditionsV4.length && !cfg.conditionsV6.length) return targets.map((t) => `fib daddr type local jump ${t}`);
+  const out: string[] = [];
+  for (const [nfproto, cond] of [['ipv4', cfg.conditionsV4], ['ipv6', cfg.conditionsV6]] as const) {
+    for (const t of targets) out.push(['meta nfproto', nfproto, ...cond, 'fib daddr type local jump', t].join(' '));
+  }
+  return out;
+}
+
 /** The container's rules (all carry its tag as comment). */
 export function planNft(cfg: PortMapConfig, c: ContainerAddr): NftRulePlan[] {
   const ipx = c.family === 4 ? 'ip' : 'ip6';

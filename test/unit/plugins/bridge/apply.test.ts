@@ -83,6 +83,8 @@ describe('bridgeAdd', () => {
       'sh -c ip -j -d addr show || exit 90',
       'ip link add br0 address 02:00:00:00:00:01 type bridge',
       'ip -j -d addr show',
+      // no ipMasqBackend configured: the reference's default (iptables unless only nftables is usable) is probed
+      'iptables -t filter -S INPUT',
       "sh -c 'ip' '-batch' '-' <<'__FLATNET_EOF_0__' || exit 100",
     ]);
     expect(r.script(0)).toContain(`exec nsenter --net='${NETNS}' sh -c`);
@@ -140,11 +142,32 @@ describe('bridgeAdd', () => {
 });
 
 describe('bridgeDel', () => {
-  it('without a netns: no link deletion, masquerade looked up by hash, IPAM DEL', async () => {
+  it('without a netns: no link deletion, masquerade of both backends looked up by hash, IPAM DEL', async () => {
     const r = new FakeRunner();
     const { ctx: c, ipam } = ctx({}, '');
     await bridgeDel({ ...c, env: { ...c.env, command: 'DEL' } }, deps(r));
     expect(ipam).toEqual(['host-local DEL']);
-    expect(r.lines().sort()).toEqual(['ip6tables-save -t nat', 'iptables-save -t nat']);
+    expect(r.lines().sort()).toEqual(['ip6tables-save -t nat', 'iptables-save -t nat', 'nft -j -a list chain inet cni_plugins_masquerade masq_checks']);
+  });
+
+  it('deletes the link before freeing the address, and keeps the address when the link cannot be deleted', async () => {
+    const r = new FakeRunner();
+    const order: string[] = [];
+    r.failOn = (a) => {
+      if (a.join(' ') === 'ip link del eth0') order.push('link del');
+      return undefined;
+    };
+    const { ctx: c, ipam } = ctx({ ipMasq: false }, NETNS);
+    const delegator = c.delegator;
+    const del = { ...c, env: { ...c.env, command: 'DEL' as const }, delegator: { exec: (t: string, v: 'ADD' | 'DEL' | 'CHECK' | 'STATUS' | 'GC', conf: NetConf) => (order.push(`ipam ${v}`), delegator.exec(t, v, conf)) } };
+    await bridgeDel(del, deps(r));
+    expect(order).toEqual(['link del', 'ipam DEL']);
+
+    const r2 = new FakeRunner();
+    r2.failOn = (a) => (a.join(' ') === 'ip link del eth0' ? { code: 2, stdout: '', stderr: 'RTNETLINK answers: Operation not permitted' } : undefined);
+    ipam.length = 0;
+    const err = await bridgeDel({ ...c, env: { ...c.env, command: 'DEL' } }, deps(r2)).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(CniError);
+    expect(ipam).toEqual([]);
   });
 });

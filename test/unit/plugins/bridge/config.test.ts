@@ -16,8 +16,9 @@ function code(f: () => unknown): number | undefined {
 describe('parseBridgeConfig', () => {
   it('defaults like the reference', () => {
     const c = parseBridgeConfig(base);
-    expect(c).toMatchObject({ bridge: 'cni0', isGateway: false, ipMasq: false, ipMasqBackend: 'iptables', mtu: 0, vlan: 0, vlanFiltering: false });
+    expect(c).toMatchObject({ bridge: 'cni0', isGateway: false, ipMasq: false, mtu: 0, vlan: 0, vlanFiltering: false });
     expect(c.ipam).toBeUndefined();
+    expect(c.ipMasqBackend).toBeUndefined(); // decided at ADD, as the reference does
   });
   it('isDefaultGateway implies isGateway', () => {
     expect(parseBridgeConfig({ ...base, isDefaultGateway: true }).isGateway).toBe(true);

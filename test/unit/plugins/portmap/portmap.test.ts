@@ -1,8 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { CniError, type CniResult, type NetConf } from '../../../../lib/cni/types.ts';
-import { containerIPs, parseConfig, parseMappings } from '../../../../plugins/portmap/config.ts';
+import { containerAddr, containerIPs, parseConfig, parseMappings } from '../../../../plugins/portmap/config.ts';
 import { canonicalIP, isUnspecified, parseIP } from '../../../../lib/net/ip.ts';
-import { containerAddr } from '../../../../plugins/portmap/config.ts';
 import {
   dnatChainName,
   dnatComment,
@@ -12,6 +11,7 @@ import {
   parseNftTag,
   planIptables,
   planNft,
+  planNftJumps,
 } from '../../../../plugins/portmap/plan.ts';
 
 const conf = (extra: Record<string, unknown> = {}, portMappings: unknown = []): NetConf => ({
@@ -78,6 +78,24 @@ describe('parseConfig', () => {
     ]);
   });
 
+  it('accepts duplicate hostPorts, as the reference does', () => {
+    const m = parseMappings([{ hostPort: 1, containerPort: 1 }, { hostPort: 1, containerPort: 2, protocol: 'TCP' }]);
+    expect(m.map((x) => x.containerPort)).toEqual([1, 2]);
+  });
+
+  it('takes nftables conditions with the nftables backend, and the caller-decided default backend', () => {
+    const c = parseConfig(conf({ backend: 'nftables', conditionsV4: ['ip saddr 10.0.0.0/8'] }, [{ hostPort: 1, containerPort: 1 }]));
+    expect(c.conditionsV4).toEqual(['ip saddr 10.0.0.0/8']);
+    expect(parseConfig(conf({ conditionsV4: ['ip saddr 10.0.0.0/8'] }, []), 'nftables').backend).toBe('nftables');
+    expect(parseConfig(conf({}, [])).backend).toBe('iptables');
+    expect(planNftJumps(c)).toEqual([
+      'meta nfproto ipv4 ip saddr 10.0.0.0/8 fib daddr type local jump hostip_hostports',
+      'meta nfproto ipv4 ip saddr 10.0.0.0/8 fib daddr type local jump hostports',
+      'meta nfproto ipv6 fib daddr type local jump hostip_hostports',
+      'meta nfproto ipv6 fib daddr type local jump hostports',
+    ]);
+  });
+
   it('accepts the same hostPort on different hostIPs and protocols', () => {
     const m = parseMappings([
       { hostPort: 54321, containerPort: 80, protocol: 'TCP', hostIP: '10.0.0.1' },
@@ -94,14 +112,15 @@ describe('parseConfig', () => {
     ['markMasqBit + externalSetMarkChain', { markMasqBit: 1, externalSetMarkChain: 'KUBE-MARK-MASQ' }, [], /cannot specify externalSetMarkChain and markMasqBit/],
     ['bad external chain', { externalSetMarkChain: 'has space' }, [], /externalSetMarkChain/],
     ['conditions not strings', { conditionsV4: [1] }, [], /conditionsV4/],
-    ['conditions with nftables', { backend: 'nftables', conditionsV4: ['-s', '1.2.3.4'] }, [], /not supported with backend "nftables"/],
-    ['external chain with nftables', { backend: 'nftables', externalSetMarkChain: 'X' }, [], /not supported/],
+    ['iptables conditions with nftables', { backend: 'nftables', conditionsV4: ['-s', '1.2.3.4'] }, [], /nftables backend was requested but configuration contains iptables-specific options conditionsV4/],
+    ['nftables conditions with iptables', { backend: 'iptables', conditionsV6: ['ip6 saddr ::1'] }, [], /iptables backend was requested but configuration contains nftables-specific options conditionsV6/],
+    ['nftables conditions, no backend (iptables by default)', { conditionsV4: ['ip saddr 10.0.0.0/8'] }, [], /iptables backend was requested/],
+    ['external chain with nftables', { backend: 'nftables', externalSetMarkChain: 'X' }, [], /iptables-specific options externalSetMarkChain/],
     ['portMappings not array', {}, { hostPort: 1 }, /must be an array/],
     ['hostPort 0', {}, [{ hostPort: 0, containerPort: 1 }], /hostPort/],
     ['containerPort float', {}, [{ hostPort: 1, containerPort: 1.5 }], /containerPort/],
     ['protocol icmp', {}, [{ hostPort: 1, containerPort: 1, protocol: 'icmp' }], /protocol/],
     ['hostIP garbage', {}, [{ hostPort: 1, containerPort: 1, hostIP: 'localhost' }], /hostIP/],
-    ['duplicate mapping', {}, [{ hostPort: 1, containerPort: 1 }, { hostPort: 1, containerPort: 2, protocol: 'TCP' }], /duplicate/],
   ])('rejects %s with code 7', (_n, extra, maps, msg) => {
     let err: unknown;
     try {
