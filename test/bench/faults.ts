@@ -151,7 +151,11 @@ async function main(): Promise<void> {
   }
   if (sections.includes('daemon')) {
     const { runDaemonFaults } = await import('./faults-daemon.ts');
-    saveSection('daemon', await runDaemonFaults(args));
+    const res = await runDaemonFaults(args);
+    // rows of modes not run this time are kept
+    const modes = opt('modes', 'nftables,iptables', args).split(',');
+    const kept = (load().daemon?.rows ?? []).filter((r) => !modes.some((m) => r.fault.includes(`(${m}`)));
+    saveSection('daemon', { ...res, rows: [...kept, ...res.rows] });
   }
   console.log(`[faults] results in ${MD_FILE}`);
 }
