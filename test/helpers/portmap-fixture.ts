@@ -115,13 +115,13 @@ export class Scenario {
     };
   }
 
-  /** Run a CNI binary inside the node netns; returns stdout (throws with stdout+stderr on failure). */
-  execPlugin(binary: string, command: CniCommand, containerId: string, netns: string, conf: unknown): string {
+  /** Run a CNI binary inside the node netns; returns stdout (throws with stdout+stderr on failure). `env` overrides. */
+  execPlugin(binary: string, command: CniCommand, containerId: string, netns: string, conf: unknown, env: Record<string, string> = {}): string {
     try {
       return execFileSync('ip', ['netns', 'exec', this.node.name, binary], {
         input: JSON.stringify(conf),
         encoding: 'utf8',
-        env: pluginEnv(command, containerId, netns),
+        env: { ...pluginEnv(command, containerId, netns), ...env },
       });
     } catch (e) {
       const err = e as { stdout?: string; stderr?: string; status?: number };
