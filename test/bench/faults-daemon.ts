@@ -26,15 +26,15 @@ const quiet = { debug() {}, info() {}, warn() {}, error() {} };
 
 /** The proxy's kernel state in `ns` as sorted canonical lines (handles, counters and element order left out). */
 export function dumpRules(ns: TestNetns, mode: string): string[] {
+  const run = (argv: string[]): string => execFileSync('ip', ['netns', 'exec', ns.name, ...argv], { encoding: 'utf8', maxBuffer: 1 << 30 });
   if (mode === 'iptables') {
-    return ns
-      .exec(['iptables-nft-save'])
+    return run(['iptables-nft-save'])
       .split('\n')
       .filter((l) => l && !l.startsWith('#'))
       .map((l) => l.replace(/\[\d+:\d+\]/g, '[0:0]'))
       .map((l, i) => (l.startsWith(':') || l.startsWith('*') || l === 'COMMIT' ? l : `${String(i).padStart(7, '0')} ${l}`));
   }
-  const doc = (JSON.parse(ns.exec(['nft', '-j', 'list', 'ruleset'])) as { nftables: Record<string, Record<string, unknown>>[] }).nftables;
+  const doc = (JSON.parse(run(['nft', '-j', 'list', 'ruleset'])) as { nftables: Record<string, Record<string, unknown>>[] }).nftables;
   const lines: string[] = [];
   const seq = new Map<string, number>();
   for (const o of doc) {
@@ -89,7 +89,7 @@ function runChild(ns: TestNetns, mode: string, services: number, killAfterMs?: n
   });
 }
 
-async function killDuringFullSync(prefix: string, mode: string, kills: number, services: number, seed: number): Promise<FaultRow> {
+export async function killDuringFullSync(prefix: string, mode: string, kills: number, services: number, seed: number): Promise<FaultRow> {
   const clean = createNetns(`${prefix}k0`);
   let cleanDump: string[];
   let fullMs: number;
@@ -144,7 +144,7 @@ function failingWrapper(bin: string): { dir: string; failNext(): void; calls(): 
   return { dir, calls, failNext: () => writeFileSync(failAt, String(calls() + 1)) };
 }
 
-async function injectedFailures(prefix: string, mode: string, injections: number, services: number): Promise<FaultRow> {
+export async function injectedFailures(prefix: string, mode: string, injections: number, services: number): Promise<FaultRow> {
   const bin = mode === 'nftables' ? 'nft' : 'iptables-nft-restore';
   const wrap = failingWrapper(bin);
   const savedPath = process.env['PATH'];
