@@ -27,10 +27,6 @@ export function netnsState(path: string): NetnsState {
   return 'not-netns';
 }
 
-export function isNetns(path: string): boolean {
-  return netnsState(path) === 'netns';
-}
-
 /**
  * Run a POSIX shell program inside `netns` (nsenter --net=PATH sh -c PROGRAM), with `input` on stdin.
  * One process tree per call: callers batch everything they need into one program.

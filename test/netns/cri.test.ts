@@ -1,4 +1,4 @@
-// Issue 3, the real invoker: containerd's CRI (libcni) drives the CNI plugins exactly as for the kubelet.
+// The real invoker: containerd's CRI (libcni) drives the CNI plugins exactly as for the kubelet.
 // One containerd runs inside a per-run netns that plays the node; a second netns plays a client on the node's
 // underlay link. The plugins are flatnet's (dist/bin) when they all work, else the reference plugins
 // (FLATNET_CRI_CNI=ours|reference forces one); each is wrapped so every call is logged with its env.

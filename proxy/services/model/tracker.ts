@@ -41,12 +41,10 @@ export class ChangeTracker {
   /** service ns/names touched since the last take() */
   private readonly dirtyServices = new Set<string>();
   private readonly dirtyEndpoints = new Set<string>();
-  private nodeNameForLocality: string;
   private triggerTimes: number[] = [];
 
   constructor(nodeName: string, proxyName = '') {
     this.nodeName = nodeName;
-    this.nodeNameForLocality = nodeName;
     this.proxyName = proxyName;
   }
 
@@ -83,7 +81,7 @@ export class ChangeTracker {
   onSlice(slice: V1EndpointSlice): boolean {
     const name = sliceServiceName(slice);
     if (!name) return false;
-    const eps = endpointsFromSlice(slice, this.nodeNameForLocality);
+    const eps = endpointsFromSlice(slice, this.nodeName);
     let bySlice = this.slices.get(name);
     const sliceName = slice.metadata?.name ?? '';
     const prev = bySlice?.get(sliceName);

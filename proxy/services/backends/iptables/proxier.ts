@@ -1,8 +1,10 @@
-// Applies renderRules() output with `iptables-restore --noflush` (one atomic transaction per family and sync).
+// Applies renderRules() output with `iptables-restore --noflush`, each program one transaction: one program per family
+// and sync, except full syncs of more than 1,000 services, whose per-service chains go first in chunk programs and
+// the shared chains last (renderRules' `programs`).
 // Full syncs (start-up, after a failure, or when the canary chain vanished) read the chains that exist, ensure the
 // jumps from the built-in chains and rewrite everything; partial syncs rewrite the top-level chains and only the
 // chains of changed services. Stale chains are flushed and deleted in the same transaction. Nothing is flushed on
-// start-up: the first full sync replaces chain contents atomically, so traffic keeps flowing across restarts.
+// start-up: the first full sync replaces chain contents in place, so traffic keeps flowing across restarts.
 
 import { Iptables, detectMode, type IptablesMode } from '../../../../lib/iptables/index.ts';
 import type { Runner } from '../../../../lib/exec/runner.ts';

@@ -1,6 +1,7 @@
 // nftables backend: applies the programs rendered by rules.ts through a Runner (`nft -f -`, one transaction each).
 // Keeps the last-applied state in memory so incremental syncs never list the table; a failed sync forces the next
-// one to be full. Only the dynamic affinity map is ever listed, and only when an affinity service lost endpoints.
+// one to be full. Only the dynamic affinity map is ever listed: after a full sync that replaced earlier state, and
+// when an affinity service lost endpoints.
 
 import type { Logger } from '../../../../lib/log/logger.ts';
 import type { Runner } from '../../../../lib/exec/runner.ts';
