@@ -1,0 +1,121 @@
+// Control-plane faults on the local cluster, with flatnet's daemon on every node:
+//  - the apiserver is unreachable for 60 s (SIGSTOP: connections hang, as behind a dead load balancer): the rules stay
+//    exactly as they were (no flush), requests through a ClusterIP from every node keep succeeding, and once it is
+//    back the daemons resync (a Service created then is programmed);
+//  - etcd restarts: the same, and the apiserver's watches carry on to the daemons.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startDetached, stopProcess } from '../cluster/control-plane/proc.ts';
+import { loadState, record } from '../cluster/state.ts';
+import { sleep, waitFor } from '../helpers/wait.ts';
+import { manifest, netexecPod, useCluster, type Cluster } from './helpers/cluster.ts';
+
+let c: Cluster;
+let ns: string;
+
+const service = (name: string): Record<string, unknown> => ({
+  apiVersion: 'v1',
+  kind: 'Service',
+  metadata: { name, namespace: ns },
+  spec: { selector: { app: 'web' }, ports: [{ name: 'http', port: 80, targetPort: 8080, protocol: 'TCP' }] },
+});
+
+async function clusterIP(name: string): Promise<string> {
+  return (await c.kubectlJson<{ spec: { clusterIP: string } }>(['get', 'svc', '-n', ns, name])).spec.clusterIP;
+}
+
+async function request(node: string, ip: string): Promise<boolean> {
+  const r = await c.exec(node, ['curl', '-sS', '-m', '3', `http://${ip}/hostname`], { allowFail: true });
+  return r.code === 0 && ['w1', 'w2'].includes(r.stdout.trim());
+}
+
+/** The proxy rules on a node, as the kernel holds them (nft or iptables, whichever the daemon uses). */
+async function rules(node: string): Promise<string> {
+  const nft = await c.exec(node, ['nft', 'list', 'table', 'ip', 'flatnet-proxy'], { allowFail: true });
+  if (nft.code === 0) return nft.stdout.replace(/counter packets \d+ bytes \d+/g, 'counter');
+  const ipt = await c.exec(node, ['iptables-save', '-t', 'nat']);
+  return ipt.stdout
+    .split('\n')
+    .filter((l) => !l.startsWith('#'))
+    .map((l) => l.replace(/\[\d+:\d+\]/g, ''))
+    .join('\n');
+}
+
+/** Requests through `ip` from every node, one round per second, while `during` runs; returns [ok, failed]. */
+async function loadWhile(ip: string, during: Promise<void>): Promise<[number, number]> {
+  let done = false;
+  void during.finally(() => (done = true));
+  let ok = 0;
+  let failed = 0;
+  while (!done) {
+    for (const n of c.nodeNames) {
+      if (await request(n, ip)) ok++;
+      else failed++;
+    }
+    await sleep(1000);
+  }
+  return [ok, failed];
+}
+
+beforeAll(async () => {
+  c = await useCluster({ nodes: 3 });
+  ns = await c.createNamespace('faults');
+  await c.apply(
+    manifest(
+      netexecPod({ name: 'w1', namespace: ns, node: c.nodeNames[1]!, labels: { app: 'web' } }),
+      netexecPod({ name: 'w2', namespace: ns, node: c.nodeNames[2]!, labels: { app: 'web' } }),
+      service('web'),
+    ),
+  );
+  await c.waitPodsReady(ns, 'app=web', 2);
+  const ip = await clusterIP('web');
+  for (const n of c.nodeNames) await waitFor(`web from ${n}`, () => request(n, ip), 60_000, 500);
+}, 900_000);
+
+afterAll(async () => {
+  await c?.kubectlResult(['delete', 'namespace', ns, '--wait=false']);
+});
+
+describe('control-plane faults', () => {
+  it('apiserver unreachable for 60 s: rules untouched, every request served, resync when it is back', async () => {
+    const ip = await clusterIP('web');
+    const before = await Promise.all(c.nodeNames.map(rules));
+    const api = loadState(c.name)!.processes.find((p) => p.role === 'kube-apiserver')!;
+    process.kill(api.pid, 'SIGSTOP');
+    let resumed = false;
+    try {
+      const [ok, failed] = await loadWhile(ip, sleep(60_000));
+      expect(failed).toBe(0);
+      expect(ok).toBeGreaterThanOrEqual(c.nodeNames.length * 20);
+      expect(await Promise.all(c.nodeNames.map(rules))).toEqual(before);
+    } finally {
+      process.kill(api.pid, 'SIGCONT');
+      resumed = true;
+    }
+    expect(resumed).toBe(true);
+    await waitFor('apiserver answering', async () => (await c.kubectlResult(['get', '--raw', '/readyz'])).code === 0, 60_000, 500);
+    await c.apply(manifest(service('after-api')));
+    const ip2 = await clusterIP('after-api');
+    for (const n of c.nodeNames) await waitFor(`after-api from ${n}`, () => request(n, ip2), 90_000, 500);
+  }, 300_000);
+
+  it('etcd restart: every request served meanwhile; changes flow to the daemons after', async () => {
+    const ip = await clusterIP('web');
+    const s = loadState(c.name)!;
+    const etcd = s.processes.find((p) => p.role === 'etcd')!;
+    const restart = (async (): Promise<void> => {
+      await stopProcess(etcd, 10_000);
+      await sleep(10_000);
+      const fresh = startDetached(etcd.argv, { role: 'etcd', log: etcd.log });
+      record(s, (x) => {
+        x.processes = x.processes.map((p) => (p.role === 'etcd' ? { ...fresh, argv: etcd.argv } : p));
+      });
+      await waitFor('apiserver ready on the new etcd', async () => (await c.kubectlResult(['get', '--raw', '/readyz'])).code === 0, 90_000, 500);
+    })();
+    const [ok, failed] = await loadWhile(ip, restart);
+    expect(failed).toBe(0);
+    expect(ok).toBeGreaterThan(0);
+    await c.apply(manifest(service('after-etcd')));
+    const ip2 = await clusterIP('after-etcd');
+    for (const n of c.nodeNames) await waitFor(`after-etcd from ${n}`, () => request(n, ip2), 90_000, 500);
+  }, 300_000);
+});
