@@ -4,13 +4,15 @@
 //
 //   fuzz    10,000 fast-check cases per plugin (test/helpers/fuzz-cni.ts) through the built binaries in throw-away
 //           namespaces, spread over --workers worlds; every failure is kept with its case.
-//   daemon  the daemon's faults (test/bench/faults-daemon.ts): kill -9 during a full sync, apiserver away,
-//           failing iptables-restore / nft, hand-deleted overlay state.
+//   daemon  the daemon's faults (test/bench/faults-daemon.ts): kill -9 during a full sync, failing
+//           iptables-restore / nft.
+//   cluster the control-plane faults of test/e2e/faults.test.ts on the local cluster: apiserver unreachable 60 s,
+//           etcd restart.
 //
-// Options: --sections fuzz,daemon  --cases N (per plugin, default 10000)  --plugins a,b  --seed S  --workers W
+// Options: --sections fuzz,daemon,cluster  --cases N (per plugin, default 10000)  --plugins a,b  --seed S  --workers W
 //          --bin DIR (default dist/bin)  --kills N (daemon kill -9 count, default 50)  --services N (default 10000)
-import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
@@ -36,6 +38,7 @@ export interface FaultRow {
 export interface Results {
   fuzz?: { when: string; commit: string; seed: number; perPlugin: number; workers: number; tallies: Record<string, Omit<FuzzTally, 'failures'> & { failures: { kind: string; detail: string }[] }> };
   daemon?: { when: string; commit: string; rows: FaultRow[]; notes: string[] };
+  cluster?: { when: string; commit: string; rows: FaultRow[]; notes: string[] };
 }
 
 function load(): Results {
@@ -116,9 +119,9 @@ function renderMd(r: Results): string {
     const fails = Object.entries(f.tallies).flatMap(([p, t]) => t.failures.map((x) => `- ${p}: ${x.kind}: ${x.detail}`));
     out.push('', fails.length ? 'Failures (first 20 per plugin):' : 'Failures: none.', '', ...fails, '');
   }
-  if (r.daemon) {
-    const d = r.daemon;
-    out.push(`## Daemon faults`, '', `Commit ${d.commit}, ${d.when}.`, '');
+  for (const [title, d] of [['Daemon faults', r.daemon], ['Control-plane faults on the local cluster', r.cluster]] as const) {
+    if (!d) continue;
+    out.push(`## ${title}`, '', `Commit ${d.commit}, ${d.when}.`, '');
     out.push('| fault | injected | outcome | lost |', '|---|---:|---|---|');
     for (const row of d.rows) out.push(`| ${row.fault} | ${row.injected} | ${row.outcome} | ${row.lost} |`);
     out.push('', ...d.notes.map((n) => `- ${n}`), '');
@@ -136,7 +139,7 @@ export function saveSection<K extends keyof Results>(key: K, value: Results[K]):
 
 async function main(): Promise<void> {
   const args = process.argv.slice(2);
-  const sections = opt('sections', 'fuzz,daemon', args).split(',');
+  const sections = opt('sections', 'fuzz,daemon,cluster', args).split(',');
   if (sections.includes('fuzz')) {
     const plugins = opt('plugins', PLUGINS.join(','), args).split(',') as PluginName[];
     const perPlugin = Number(opt('cases', '10000', args));
@@ -157,6 +160,22 @@ async function main(): Promise<void> {
     const kept = (load().daemon?.rows ?? []).filter((r) => !modes.some((m) => r.fault.includes(`(${m}`)));
     saveSection('daemon', { ...res, rows: [...kept, ...res.rows] });
   }
+  if (sections.includes('cluster')) {
+    // the e2e scenarios (test/e2e/faults.test.ts) report their counts into a file
+    const out = join(RESULTS, '.faults-cluster.jsonl');
+    rmSync(out, { force: true });
+    const r = spawnSync('npx', ['vitest', 'run', 'test/e2e/faults.test.ts'], { cwd: REPO, stdio: 'inherit', env: { ...process.env, FLATNET_FAULTS_OUT: out } });
+    const rows = existsSync(out) ? readFileSync(out, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as FaultRow) : [];
+    rmSync(out, { force: true });
+    saveSection('cluster', {
+      when: new Date().toISOString(),
+      commit: commit(),
+      rows,
+      notes: [`test/e2e/faults.test.ts on a 3-node local cluster (real etcd, apiserver, flatnet daemon per node); vitest exit ${r.status}.`],
+    });
+  }
+  // sections written by other (older) runs render with this version too
+  if (existsSync(JSON_FILE)) writeFileSync(MD_FILE, renderMd(load()));
   console.log(`[faults] results in ${MD_FILE}`);
 }
 
