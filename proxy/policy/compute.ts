@@ -6,9 +6,10 @@
 // (an ingress named port resolves on the target pod), so they live in the per-pod reference (PodRule).
 
 import { createHash } from 'node:crypto';
-import { compareIP, familyOf as ipFamily, formatIP, lastOf, networkOf, parseCidr, parseIP, type Family } from '../../lib/net/ip.ts';
+import { compareIP, formatIP, lastOf, networkOf, parseCidr, parseIP, type Family, type IP } from '../../lib/net/ip.ts';
 import {
   selectorMatches,
+  type ContainerPort,
   type NamespaceInfo,
   type Peer,
   type PodInfo,
@@ -16,6 +17,7 @@ import {
   type PolicyPort,
   type PolicyRule,
   type Proto,
+  type Selector,
 } from './model.ts';
 
 export interface PortRange {
@@ -28,6 +30,8 @@ export type ByFamily<T> = Readonly<Record<Family, T>>;
 
 export interface SharedRule {
   readonly id: string;
+  /** names the rule's pod-peer set: rules selecting the same peers (in the same scope) share one set */
+  readonly peerKey?: string;
   readonly dir: 'ingress' | 'egress';
   /** the rule allows every peer */
   readonly all: boolean;
@@ -70,8 +74,20 @@ export function shortHash(s: string, len = 12): string {
   return createHash('sha256').update(s).digest('hex').slice(0, len);
 }
 
+// addresses parsed once: pods keep their addresses, and every sync sorts and matches them again
+const parsed = new Map<string, IP>();
+function ipOf(ip: string): IP {
+  let v = parsed.get(ip);
+  if (!v) {
+    if (parsed.size > 200_000) parsed.clear();
+    v = parseIP(ip)!;
+    parsed.set(ip, v);
+  }
+  return v;
+}
+
 /** family of an address the model already validated */
-const familyOf = (ip: string): Family => ipFamily(ip) ?? 4;
+const familyOf = (ip: string): Family => ipOf(ip).family;
 
 // ---------------------------------------------------------------------------------------------------------------
 // address ranges
@@ -142,6 +158,19 @@ function numericPorts(ports: readonly PolicyPort[], pod: PodInfo | undefined): P
   return normalizePorts(out);
 }
 
+// a rule's ports for a target pod, kept while the rule and the pod's named ports are the same objects (across syncs)
+const portMemo = new WeakMap<PolicyRule, { fixed?: PortRange[]; byPod: WeakMap<readonly ContainerPort[], PortRange[]> }>();
+
+function portsFor(rule: PolicyRule, pod: PodInfo | undefined): PortRange[] {
+  let m = portMemo.get(rule);
+  if (!m) portMemo.set(rule, (m = { byPod: new WeakMap() }));
+  // without named ports (or without a pod to resolve them on) every target gets the same list
+  if (!pod || !rule.ports.some((p) => typeof p.port === 'string')) return (m.fixed ??= numericPorts(rule.ports, pod));
+  let out = m.byPod.get(pod.ports);
+  if (!out) m.byPod.set(pod.ports, (out = numericPorts(rule.ports, pod)));
+  return out;
+}
+
 export function normalizePorts(ps: readonly PortRange[]): PortRange[] {
   const out: PortRange[] = [];
   for (const proto of ['TCP', 'UDP', 'SCTP'] as const) {
@@ -163,6 +192,8 @@ export function normalizePorts(ps: readonly PortRange[]): PortRange[] {
 
 interface Index {
   byNamespace: Map<string, PodInfo[]>;
+  /** "key\0value" -> pods carrying that label */
+  byLabel: Map<string, PodInfo[]>;
   all: PodInfo[];
   namespaces: ReadonlyMap<string, NamespaceInfo>;
 }
@@ -170,33 +201,46 @@ interface Index {
 /** Pods that can be peers: with an address, not host-network (their address is the node's). */
 const peerable = (p: PodInfo): boolean => p.ips.length > 0 && !p.hostNetwork;
 
-function index(view: ClusterView): Index {
+function index(pods: Iterable<PodInfo>, namespaces: ReadonlyMap<string, NamespaceInfo>): Index {
   const byNamespace = new Map<string, PodInfo[]>();
+  const byLabel = new Map<string, PodInfo[]>();
   const all: PodInfo[] = [];
-  for (const p of view.pods) {
+  const push = <K>(m: Map<K, PodInfo[]>, k: K, p: PodInfo): void => {
+    const l = m.get(k);
+    if (l) l.push(p);
+    else m.set(k, [p]);
+  };
+  for (const p of pods) {
     if (!peerable(p)) continue;
     all.push(p);
-    let l = byNamespace.get(p.namespace);
-    if (!l) byNamespace.set(p.namespace, (l = []));
-    l.push(p);
+    push(byNamespace, p.namespace, p);
+    for (const [k, v] of Object.entries(p.labels)) push(byLabel, `${k}\0${v}`, p);
   }
-  return { byNamespace, all, namespaces: view.namespaces };
+  return { byNamespace, byLabel, all, namespaces };
+}
+
+/** Pods matching a selector and a namespace filter; an equality requirement narrows the scan through the label index. */
+function matchPods(sel: Selector, inNamespace: (ns: string) => boolean, idx: Index, scope?: readonly PodInfo[]): PodInfo[] {
+  if (sel.invalid) return [];
+  const eq = sel.requirements.find((r) => r.operator === 'In');
+  const candidates = eq ? eq.values.flatMap((v) => idx.byLabel.get(`${eq.key}\0${v}`) ?? []) : (scope ?? idx.all);
+  return candidates.filter((p) => inNamespace(p.namespace) && selectorMatches(sel, p.labels));
 }
 
 function selectorPeers(peer: Extract<Peer, { kind: 'pods' }>, policyNs: string, idx: Index): PodInfo[] {
-  let candidates: PodInfo[];
-  if (peer.namespaceSelector) {
-    candidates = [];
-    for (const [ns, pods] of idx.byNamespace) {
-      const info = idx.namespaces.get(ns);
-      if (info && selectorMatches(peer.namespaceSelector, info.labels)) candidates.push(...pods);
-    }
-  } else candidates = idx.byNamespace.get(policyNs) ?? [];
-  const ps = peer.podSelector;
-  return ps ? candidates.filter((p) => selectorMatches(ps, p.labels)) : candidates;
+  let inNamespace: (ns: string) => boolean;
+  const nsSel = peer.namespaceSelector;
+  if (nsSel) {
+    const matching = new Set<string>();
+    for (const [name, info] of idx.namespaces) if (selectorMatches(nsSel, info.labels)) matching.add(name);
+    inNamespace = (ns) => matching.has(ns);
+  } else inNamespace = (ns) => ns === policyNs;
+  return matchPods(peer.podSelector ?? { requirements: [] }, inNamespace, idx, nsSel ? undefined : (idx.byNamespace.get(policyNs) ?? []));
 }
 
-function shareRule(policy: Policy, dir: 'ingress' | 'egress', i: number, rule: PolicyRule, idx: Index): SharedRule {
+type PeerCache = Map<string, { selected: PodInfo[]; pods: ByFamily<string[]> }>;
+
+function shareRule(policy: Policy, dir: 'ingress' | 'egress', i: number, rule: PolicyRule, idx: Index, cache: PeerCache): SharedRule {
   const id = shortHash(`${policy.namespace}/${policy.name}/${dir}/${i}`, 10);
   const named = dir === 'egress' ? rule.ports.filter((p) => typeof p.port === 'string') : [];
   if (!rule.peers) {
@@ -208,13 +252,20 @@ function shareRule(policy: Policy, dir: 'ingress' | 'egress', i: number, rule: P
   const blockPeers = rule.peers.filter((p): p is Extract<Peer, { kind: 'ipBlock' }> => p.kind === 'ipBlock');
   let selected: PodInfo[] = [];
   let pods: ByFamily<string[]> | undefined;
+  let peerKey: string | undefined;
   if (podPeers.length) {
-    const seen = new Set<PodInfo>();
-    for (const pp of podPeers) for (const p of selectorPeers(pp, policy.namespace, idx)) seen.add(p);
-    selected = [...seen];
-    const f: Record<Family, Set<string>> = { 4: new Set(), 6: new Set() };
-    for (const p of selected) for (const ip of p.ips) f[familyOf(ip)].add(ip);
-    pods = { 4: sortIPs([...f[4]]), 6: sortIPs([...f[6]]) };
+    const scope = podPeers.some((p) => !p.namespaceSelector) ? policy.namespace : '';
+    peerKey = shortHash(JSON.stringify([scope, podPeers]), 10);
+    let hit = cache.get(peerKey);
+    if (!hit) {
+      const seen = new Set<PodInfo>();
+      for (const pp of podPeers) for (const p of selectorPeers(pp, policy.namespace, idx)) seen.add(p);
+      const f: Record<Family, Set<string>> = { 4: new Set(), 6: new Set() };
+      for (const p of seen) for (const ip of p.ips) f[familyOf(ip)].add(ip);
+      cache.set(peerKey, (hit = { selected: [...seen], pods: { 4: sortIPs([...f[4]]), 6: sortIPs([...f[6]]) } }));
+    }
+    selected = hit.selected;
+    pods = hit.pods;
   }
   let blocks: ByFamily<Range[]> | undefined;
   if (blockPeers.length) {
@@ -225,7 +276,7 @@ function shareRule(policy: Policy, dir: 'ingress' | 'egress', i: number, rule: P
     }
     blocks = { 4: mergeRanges(f[4]), 6: mergeRanges(f[6]) };
   }
-  const out: SharedRule = { id, dir, all: false, ...(pods ? { pods } : {}), ...(blocks ? { blocks } : {}) };
+  const out: SharedRule = { id, dir, all: false, ...(pods ? { pods, peerKey: peerKey! } : {}), ...(blocks ? { blocks } : {}) };
   if (!named.length) return out;
   // a named port on an ipBlock peer can only mean the pods inside the block
   const inBlocks = blocks ? idx.all.filter((p) => p.ips.some((ip) => rangeContains(blocks[familyOf(ip)], familyOf(ip), ip))) : [];
@@ -252,32 +303,44 @@ function namedElements(pods: readonly PodInfo[], named: readonly PolicyPort[]): 
   return out;
 }
 
-const cmpIP = (a: string, b: string): number => compareIP(parseIP(a)!, parseIP(b)!);
+const cmpIP = (a: string, b: string): number => compareIP(ipOf(a), ipOf(b));
 
-const sortIPs = (ips: string[]): string[] => ips.sort(cmpIP);
+/** sorted by address, each parsed once */
+function sortIPs(ips: string[]): string[] {
+  return ips
+    .map((ip) => ({ ip, p: ipOf(ip) }))
+    .sort((a, b) => compareIP(a.p, b.p))
+    .map((x) => x.ip);
+}
+
 
 /** The desired state for the pods on `nodeName`. */
 export function computeState(view: ClusterView, nodeName: string): PolicyState {
-  const idx = index(view);
-  const local = idx.all.filter((p) => p.nodeName === nodeName);
+  const idx = index(view.pods, view.namespaces);
+  const localIdx = index(
+    idx.all.filter((p) => p.nodeName === nodeName),
+    view.namespaces,
+  );
+  const local = localIdx.all;
   const policies = [...view.policies].sort((a, b) => podKey(a).localeCompare(podKey(b)));
   const rules = new Map<string, SharedRule>();
   const pods = new Map<string, LocalPod>();
   const acc = new Map<PodInfo, { ingress?: PodRule[]; egress?: PodRule[] }>();
+  const peerCache: PeerCache = new Map();
   for (const pol of policies) {
-    const targets = local.filter((p) => p.namespace === pol.namespace && selectorMatches(pol.podSelector, p.labels));
+    const targets = matchPods(pol.podSelector, (ns) => ns === pol.namespace, localIdx, localIdx.byNamespace.get(pol.namespace) ?? []);
     if (!targets.length) continue;
     for (const dir of ['ingress', 'egress'] as const) {
       const prs = pol[dir];
       if (!prs) continue;
-      const shared = prs.map((r, i) => ({ r, s: shareRule(pol, dir, i, r, idx) }));
+      const shared = prs.map((r, i) => ({ r, s: shareRule(pol, dir, i, r, idx, peerCache) }));
       for (const t of targets) {
         let a = acc.get(t);
         if (!a) acc.set(t, (a = {}));
         const list = (a[dir] ??= []);
         for (const { r, s } of shared) {
           // ingress named ports resolve on the target pod; egress ones on the destination (SharedRule.named)
-          const ports = r.ports.length ? numericPorts(r.ports, dir === 'ingress' ? t : undefined) : undefined;
+          const ports = r.ports.length ? portsFor(r, dir === 'ingress' ? t : undefined) : undefined;
           if (ports && !ports.length && !s.named) continue;
           rules.set(s.id, s);
           list.push(ports ? { rule: s.id, ports } : { rule: s.id });

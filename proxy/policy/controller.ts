@@ -76,6 +76,10 @@ export class PolicyController {
   /** object changes seen so far, and how many of them the last successful sync had taken in */
   changesSeen = 0;
   changesProgrammed = 0;
+  /** where the last successful sync spent its time (ms) */
+  lastSyncTimings = { compute: 0, render: 0, apply: 0, recheck: 0 };
+  /** changes whose rules are committed to the kernel (set before the conntrack re-check that follows) */
+  changesApplied = 0;
 
   constructor(o: PolicyControllerOptions) {
     this.o = o;
@@ -193,7 +197,9 @@ export class PolicyController {
   private async syncOnce(): Promise<void> {
     const seen = this.changesSeen;
     try {
+      const t0 = performance.now();
       const state = computeState({ policies: this.policies.values(), pods: this.pods.values(), namespaces: this.namespaces }, this.o.nodeName);
+      const t1 = performance.now();
       const next = render(state);
       const now = this.clock.now();
       const full = !this.programmed || now - this.lastFull >= (this.o.fullSyncPeriodMs ?? 600_000);
@@ -207,12 +213,15 @@ export class PolicyController {
         text = d.tx.render();
         restricts = d.restricts;
       }
+      const t2 = performance.now();
       try {
         await this.nft.apply(text);
       } catch (e) {
         this.programmed = undefined;
         throw e;
       }
+      this.changesApplied = seen;
+      const t3 = performance.now();
       if (full) {
         this.lastFull = now;
         await this.ensureBridgeSysctls();
@@ -223,6 +232,7 @@ export class PolicyController {
       this.lastSyncError = undefined;
       if (restricts) await this.recheckFlows(state);
       this.changesProgrammed = seen;
+      this.lastSyncTimings = { compute: t1 - t0, render: t2 - t1, apply: t3 - t2, recheck: performance.now() - t3 };
       this.o.log.debug({ full, restricts, pods: state.pods.size, rules: state.rules.size }, 'policy synced');
     } catch (e) {
       this.lastSyncError = e;

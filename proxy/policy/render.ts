@@ -8,9 +8,11 @@
 //     ip daddr vmap @ing4  (ingress-isolated pods)
 //     ip6 daddr vmap @ing6
 //
-// Each isolated pod has a chain per direction (`in-<hash>`, `eg-<hash>`): one line per allowing rule, `return` when
-// it matches, `drop` at the end. A rule's selected pods are a named set (`r<id>-p4`/`-p6`) shared by all its targets, so
-// a pod coming or going is one element add/delete; ipBlocks (cidr minus except, as disjoint ranges) are anonymous
+// An isolated pod jumps to a chain per direction, one line per allowing rule, `return` when it matches, `drop` at the
+// end; the chain is named by a hash of its rules (`in-<hash>`, `eg-<hash>`), so the pods under the same policies (the
+// replicas of a workload) share one chain and the number of chains does not grow with the pods. Selected peer pods are
+// a named set (`s<hash>-4`/`-6`) named by the selectors and their scope, shared by every rule selecting the same peers,
+// so a pod coming, going or relabelled is one element add/delete per distinct selector; ipBlocks (cidr minus except, as disjoint ranges) are anonymous
 // sets in the line, ports `meta l4proto . th dport { tcp . 80, tcp . 8000-8080 }`. Egress named ports resolve on the
 // destination: a set `r<id>-n4` of `address . protocol . port`. Forward runs after nat prerouting (dstnat), so every
 // match sees the real peer after Service DNAT, whatever the proxy mode.
@@ -65,7 +67,8 @@ const FORWARD_RULES = [
 ];
 const INPUT_RULES = ['ct state established,related accept', NONSYN, 'ip saddr vmap @eg4', 'ip6 saddr vmap @eg6'];
 
-export const podChain = (dir: 'ingress' | 'egress', key: string): string => `${dir === 'ingress' ? 'in' : 'eg'}-${shortHash(key)}`;
+/** a chain is named by its rules: pods under the same policies (the replicas of one workload) share it */
+const chainName = (dir: 'ingress' | 'egress', rules: readonly string[]): string => `${dir === 'ingress' ? 'in' : 'eg'}-${shortHash(rules.join('\n'))}`;
 
 /** `meta l4proto . th dport { ... }`; '' for every port of every protocol */
 export function portsMatch(ports: readonly PortRange[] | undefined): string {
@@ -81,7 +84,7 @@ function chainRules(
   families: readonly Family[],
   prs: readonly PodRule[],
   rules: ReadonlyMap<string, SharedRule>,
-  useSet: (name: string, spec: { type: string }, elements: Map<string, string>) => void,
+  useSet: (name: string, spec: { type: string }, elements: () => Map<string, string>) => void,
 ): string[] {
   const peer = dir === 'ingress' ? 'saddr' : 'daddr';
   const out: string[] = [];
@@ -93,8 +96,8 @@ function chainRules(
       if (r.all) out.push(join(pm, 'return'));
       for (const f of families) {
         if (r.pods) {
-          const name = `r${r.id}-p${f}`;
-          useSet(name, { type: ADDR[f] }, new Map(r.pods[f].map((ip) => [ip, ''])));
+          const name = `s${r.peerKey}-${f}`;
+          useSet(name, { type: ADDR[f] }, () => new Map(r.pods![f].map((ip) => [ip, ''])));
           out.push(join(`${IPK[f]} ${peer} @${name}`, pm, 'return'));
         }
         if (r.blocks?.[f].length) out.push(join(`${IPK[f]} ${peer} { ${r.blocks[f].map((x) => formatRange(x, f)).join(', ')} }`, pm, 'return'));
@@ -103,7 +106,7 @@ function chainRules(
     if (r.named) {
       for (const f of families) {
         const name = `r${r.id}-n${f}`;
-        useSet(name, { type: `${ADDR[f]} . inet_proto . inet_service` }, new Map(r.named[f].map(([ip, p, port]) => [`${ip} . ${p.toLowerCase()} . ${port}`, ''])));
+        useSet(name, { type: `${ADDR[f]} . inet_proto . inet_service` }, () => new Map(r.named![f].map(([ip, p, port]) => [`${ip} . ${p.toLowerCase()} . ${port}`, ''])));
         out.push(`${IPK[f]} daddr . meta l4proto . th dport @${name} return`);
       }
     }
@@ -119,8 +122,9 @@ export function render(state: PolicyState): Rendered {
   for (const [name, spec] of Object.entries(STATIC_SETS)) sets.set(name, { ...spec, elements: new Map() });
   const chains = new Map<string, string[]>();
   chains.set('nonsyn', NONSYN_RULES);
-  const useSet = (name: string, spec: { type: string }, elements: Map<string, string>): void => {
-    if (!sets.has(name)) sets.set(name, { ...spec, elements });
+  // a rule's sets are shared by all its targets: build their elements once
+  const useSet = (name: string, spec: { type: string }, elements: () => Map<string, string>): void => {
+    if (!sets.has(name)) sets.set(name, { ...spec, elements: elements() });
   };
   const keys = [...state.pods.keys()].sort();
   for (const key of keys) {
@@ -129,8 +133,9 @@ export function render(state: PolicyState): Rendered {
     for (const dir of ['ingress', 'egress'] as const) {
       const prs = pod[dir];
       if (!prs) continue;
-      const chain = podChain(dir, key);
-      chains.set(chain, chainRules(dir, families, prs, state.rules, useSet));
+      const rules = chainRules(dir, families, prs, state.rules, useSet);
+      const chain = chainName(dir, rules);
+      chains.set(chain, rules);
       for (const ip of pod.ips) sets.get(`${dir === 'ingress' ? 'ing' : 'eg'}${familyOf(ip)}`)!.elements.set(ip, `jump ${chain}`);
     }
     if (pod.ingress || pod.egress) for (const ip of pod.ips) sets.get(`iso${familyOf(ip)}`)!.elements.set(ip, '');

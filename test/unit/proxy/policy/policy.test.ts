@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { blockRanges, computeState, flowAllowed, formatRange, type Flow, type PolicyState } from '../../../../proxy/policy/compute.ts';
 import { parseConntrack, planFlowDeletions } from '../../../../proxy/policy/conntrack.ts';
 import { parseNamespace, parsePod, parsePolicy, parseSelector, selectorMatches, type NamespaceInfo, type PodInfo, type Policy } from '../../../../proxy/policy/model.ts';
-import { diffProgram, fullProgram, podChain, render } from '../../../../proxy/policy/render.ts';
+import { diffProgram, fullProgram, render } from '../../../../proxy/policy/render.ts';
 import { PolicyNftModel } from '../../../helpers/tracer-policy.ts';
 import { nsObj, podObj, policyObj, type PodSpecLite } from './fixtures.ts';
 
@@ -288,10 +288,11 @@ describe('rules as text', () => {
       }),
     );
     const r = render(state(w));
-    const chain = podChain('ingress', 'x/a');
+    const chain = r.sets.get('ing4')!.elements.get('10.244.1.2')!.replace('jump ', '');
+    expect(chain).toMatch(/^in-[0-9a-f]{12}$/);
     const rules = r.chains.get(chain)!;
     expect(rules).toHaveLength(3);
-    expect(rules[0]).toMatch(/^ip saddr @r[0-9a-f]{10}-p4 meta l4proto \. th dport \{ tcp \. 80, tcp \. 8000-8080 \} return$/);
+    expect(rules[0]).toMatch(/^ip saddr @s[0-9a-f]{10}-4 meta l4proto \. th dport \{ tcp \. 80, tcp \. 8000-8080 \} return$/);
     expect(rules[1]).toBe('ip saddr { 192.168.0.0-192.168.0.255, 192.168.2.0-192.168.255.255 } meta l4proto . th dport { tcp . 80, tcp . 8000-8080 } return');
     expect(rules[2]).toBe('drop');
     expect([...r.sets.get('ing4')!.elements]).toEqual([['10.244.1.2', `jump ${chain}`]]);
@@ -302,22 +303,25 @@ describe('rules as text', () => {
     expect(full).toContain(`add chain inet ${T} forward { type filter hook forward priority filter ; policy accept ; }`);
   });
 
-  it('a peer pod coming and going is one element add / delete; a new isolated pod is a chain and map elements', () => {
+  it('a peer pod coming and going is one element add / delete; another replica shares its chain', () => {
     const w = base();
     w.policies.push(policyObj('x', 'p', { podSelector: { matchLabels: { pod: 'a' } }, ingress: [{ from: [{ podSelector: {} }] }] }));
     const before = render(state(w));
     w.pods.push({ ns: 'x', name: 'n', ip: '10.244.2.77', node: 'n2' });
     const after = render(state(w));
     const d = diffProgram(T, before, after);
-    expect(d.tx.render().trim().split('\n')).toEqual([expect.stringMatching(/^add element inet tpol r[0-9a-f]{10}-p4 \{ 10\.244\.2\.77 \}$/)]);
+    expect(d.tx.render().trim().split('\n')).toEqual([expect.stringMatching(/^add element inet tpol s[0-9a-f]{10}-4 \{ 10\.244\.2\.77 \}$/)]);
     expect(d.restricts).toBe(false);
     const back = diffProgram(T, after, before);
-    expect(back.tx.render().trim().split('\n')).toEqual([expect.stringMatching(/^delete element inet tpol r[0-9a-f]{10}-p4 \{ 10\.244\.2\.77 \}$/)]);
+    expect(back.tx.render().trim().split('\n')).toEqual([expect.stringMatching(/^delete element inet tpol s[0-9a-f]{10}-4 \{ 10\.244\.2\.77 \}$/)]);
     expect(back.restricts).toBe(true);
+    const chain = after.sets.get('ing4')!.elements.get('10.244.1.2')!;
     w.pods.push({ ns: 'x', name: 'a2', ip: '10.244.1.77', labels: { pod: 'a' } });
-    const more = diffProgram(T, after, render(state(w))).tx.render();
-    expect(more).toContain(`add chain inet ${T} ${podChain('ingress', 'x/a2')}`);
-    expect(more).toContain(`add element inet ${T} ing4 { 10.244.1.77 : jump ${podChain('ingress', 'x/a2')} }`);
+    // the replica is also a new peer of the rule (podSelector {}): two elements, no chain
+    const more = diffProgram(T, after, render(state(w))).tx.render().trim().split('\n');
+    expect(more).toContain(`add element inet ${T} ing4 { 10.244.1.77 : ${chain} }`);
+    expect(more).toContain(`add element inet ${T} iso4 { 10.244.1.77 }`);
+    expect(more.filter((l) => l.includes('chain'))).toEqual([]);
   });
 });
 
