@@ -70,11 +70,18 @@ const INPUT_RULES = ['ct state established,related accept', NONSYN, 'ip saddr vm
 /** a chain is named by its rules: pods under the same policies (the replicas of one workload) share it */
 const chainName = (dir: 'ingress' | 'egress', rules: readonly string[]): string => `${dir === 'ingress' ? 'in' : 'eg'}-${shortHash(rules.join('\n'))}`;
 
+// port lists keep their identity across syncs (compute.ts memoizes them per rule and pod): render each once
+const portsText = new WeakMap<readonly PortRange[], string>();
+
 /** `meta l4proto . th dport { ... }`; '' for every port of every protocol */
 export function portsMatch(ports: readonly PortRange[] | undefined): string {
   if (!ports) return '';
-  const els = ports.map((p) => `${p.proto.toLowerCase()} . ${p.from === p.to ? p.from : `${p.from}-${p.to}`}`);
-  return `meta l4proto . th dport { ${els.join(', ')} }`;
+  let t = portsText.get(ports);
+  if (t === undefined) {
+    const els = ports.map((p) => `${p.proto.toLowerCase()} . ${p.from === p.to ? p.from : `${p.from}-${p.to}`}`);
+    portsText.set(ports, (t = `meta l4proto . th dport { ${els.join(', ')} }`));
+  }
+  return t;
 }
 
 const join = (...parts: string[]): string => parts.filter(Boolean).join(' ');
@@ -126,6 +133,7 @@ export function render(state: PolicyState): Rendered {
   const useSet = (name: string, spec: { type: string }, elements: () => Map<string, string>): void => {
     if (!sets.has(name)) sets.set(name, { ...spec, elements: elements() });
   };
+  const chainMemo = new Map<string, string[]>();
   const keys = [...state.pods.keys()].sort();
   for (const key of keys) {
     const pod = state.pods.get(key)!;
@@ -133,7 +141,10 @@ export function render(state: PolicyState): Rendered {
     for (const dir of ['ingress', 'egress'] as const) {
       const prs = pod[dir];
       if (!prs) continue;
-      const rules = chainRules(dir, families, prs, state.rules, useSet);
+      // replicas have the same rule references: render their chain once
+      const memoKey = `${dir}|${families.join('')}|${prs.map((pr) => `${pr.rule}:${portsMatch(pr.ports)}${pr.ports?.length === 0 ? '-' : ''}`).join('|')}`;
+      let rules = chainMemo.get(memoKey);
+      if (!rules) chainMemo.set(memoKey, (rules = chainRules(dir, families, prs, state.rules, useSet)));
       const chain = chainName(dir, rules);
       chains.set(chain, rules);
       for (const ip of pod.ips) sets.get(`${dir === 'ingress' ? 'ing' : 'eg'}${familyOf(ip)}`)!.elements.set(ip, `jump ${chain}`);
