@@ -142,3 +142,37 @@ describe('deploy/ manifests', () => {
     });
   }
 });
+
+describe('the daemon finds the API server without the Services it programs', () => {
+  for (const [kindFile, cmFile] of [
+    ['kind-config.yaml', 'deploy/manifests/config.yaml'],
+    ['kind-config.yaml', 'deploy/flatnet.yaml'],
+    ['deploy/kind/kind-config-ipv6.yaml', 'deploy/overlays/ipv6/config.yaml'],
+    ['deploy/kind/kind-config-dual.yaml', 'deploy/overlays/dual/config.yaml'],
+  ] as const) {
+    it(`${cmFile}: kubeconfig.conf names ${kindFile}'s control plane and the ServiceAccount's token and CA`, () => {
+      const cm = docs(cmFile).find((d) => d.kind === 'ConfigMap')!;
+      const data = cm.data as Record<string, string>;
+      const cfg = loadConfig(['--config', '/cfg.yaml'], () => data['config.yaml']!).config;
+      expect(cfg.kubeconfig).toBe('/etc/flatnet/kubeconfig.conf');
+      const kc = docs2(data['kubeconfig.conf']!);
+      const name = (docs(kindFile)[0]!.name as string) ?? 'kind';
+      const cluster = (kc.clusters as { cluster: Record<string, string> }[])[0]!.cluster;
+      expect(cluster.server).toBe(`https://${name}-control-plane:6443`);
+      expect(cluster['certificate-authority']).toBe('/var/run/secrets/kubernetes.io/serviceaccount/ca.crt');
+      const user = (kc.users as { user: Record<string, string> }[])[0]!.user;
+      expect(user).toEqual({ tokenFile: '/var/run/secrets/kubernetes.io/serviceaccount/token' });
+    });
+  }
+
+  it('the DaemonSet mounts the ConfigMap at /etc/flatnet and resolves names with the node resolver, not cluster DNS', () => {
+    const ds = find('DaemonSet');
+    const pod = get(ds, 'spec.template.spec');
+    expect(pod.hostNetwork).toBe(true);
+    expect(pod.dnsPolicy).toBe('Default');
+    const daemon = (pod.containers as { name: string; volumeMounts: { name: string; mountPath: string }[] }[]).find((c) => c.name === 'flatnet')!;
+    const mount = daemon.volumeMounts.find((m) => m.mountPath === '/etc/flatnet')!;
+    const vol = (pod.volumes as { name: string; configMap?: { name: string } }[]).find((v) => v.name === mount.name)!;
+    expect(vol.configMap?.name).toBe('flatnet-config');
+  });
+});
