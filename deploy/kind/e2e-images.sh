@@ -39,7 +39,7 @@ cp "$(go env GOMODCACHE)/k8s.io/kubernetes@$K8S_VERSION/test/images/agnhost/port
 
 # agnhost as deploy/kind/images.sh builds it, completed once (the label marks the completed image)
 if [ -z "$(docker image inspect -f '{{index .Config.Labels "dev.flatnet.e2e-agnhost-complete"}}' "$AGNHOST")" ]; then
-  docker build -q --build-arg AGNHOST_IMAGE="$AGNHOST" --target agnhost -t "$AGNHOST" "$ctx" >/dev/null \
+  docker build -q --network host --build-arg DEBIAN_IMAGE="$DEBIAN_IMAGE" --build-arg AGNHOST_IMAGE="$AGNHOST" --target agnhost -t "$AGNHOST" "$ctx" >/dev/null \
     || die "completing $AGNHOST failed"
 fi
 

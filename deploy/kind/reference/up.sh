@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bash deploy/kind/reference/up.sh [--config FILE] [--mode iptables|nftables]
+# bash deploy/kind/reference/up.sh [--config FILE] [--mode iptables|nftables] [--image NODE_IMAGE --patches FILE]
 # The reference setup flatnet's conformance runs are compared with: a kind cluster (same node image, same machine-only
 # patches as kind:up) running upstream kube-proxy from kubeadm's addon, and the reference CNI plugins from Debian's
 # containernetworking-plugins (bridge + host-local + portmap, as /usr/lib/cni in the node image) with one static
@@ -9,11 +9,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 . deploy/kind/lib.sh
-CONFIG=deploy/kind/reference/kind-config.yaml MODE=""
+CONFIG=deploy/kind/reference/kind-config.yaml MODE="" IMAGE="" PATCHES=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --config) CONFIG="$2"; shift 2 ;;
     --mode) MODE="$2"; shift 2 ;;
+    --image) IMAGE="$2"; shift 2 ;;
+    --patches) PATCHES="$2"; shift 2 ;;
     *) die "unknown option $1" ;;
   esac
 done
@@ -39,8 +41,17 @@ build_proxy_image() {
 }
 step "kube-proxy image $PROXY_IMAGE" build_proxy_image
 
-# the node image, the machine-only config patches and the runtime come from kind:up; it stops before flatnet
-step "kind cluster $NAME" bash deploy/kind/up.sh --config "$CONFIG" --no-flatnet
+# The node image and this machine's config patches come from kind:up, which stops before flatnet with --no-flatnet;
+# --image and --patches (a kind config fragment: containerdConfigPatches, kubeadmConfigPatches) create it directly.
+create() {
+  if [ -z "$IMAGE" ]; then bash deploy/kind/up.sh --config "$CONFIG" --no-flatnet; return; fi
+  "$KIND" get clusters 2>/dev/null | grep -qx "$NAME" && return 0
+  local cfg
+  cfg=$(mktemp --suffix=.yaml)
+  cat "$CONFIG" ${PATCHES:+"$PATCHES"} > "$cfg"
+  "$KIND" create cluster --config "$cfg" --image "$IMAGE" --wait 0s
+}
+step "kind cluster $NAME" create
 step "load $PROXY_IMAGE" "$KIND" load docker-image --name "$NAME" "$PROXY_IMAGE"
 
 KCFG=$(mktemp); trap 'rm -f "$KCFG"' EXIT
