@@ -40,8 +40,6 @@ export interface BridgeDeps {
   hostPid: number;
   randomBytes: () => Uint8Array;
   writeSysctl: (key: string, value: string, optional: boolean) => void;
-  /** test hook (FLATNET_TEST_PAUSE_AT): awaited at named steps of ADD */
-  pause?: (step: string) => Promise<void>;
 }
 
 function kernelError(what: string, e: unknown): CniError {
@@ -145,11 +143,9 @@ export async function bridgeAdd(ctx: InvocationContext, deps: BridgeDeps): Promi
   requireIfname(env.ifname);
   requireNetns(env.netns);
   const { runner } = deps;
-  const pause = deps.pause ?? (async () => {});
   const undo: (() => Promise<void>)[] = [];
   let success = false;
   try {
-    await pause('start');
     let ipam: CniResult | undefined;
     if (cfg.ipam) {
       ipam = await ctx.delegator.exec(cfg.ipam.type, 'ADD', ctx.conf);
@@ -158,7 +154,6 @@ export async function bridgeAdd(ctx: InvocationContext, deps: BridgeDeps): Promi
       });
       if (!ipam) throw new CniError(BridgeErrorCode.IpamNoIps, 'IPAM plugin returned no result');
     }
-    await pause('after-ipam');
     const base = { cfg, containerId: env.containerId, ifname: env.ifname, netns: env.netns, ipam, hostPid: deps.hostPid, randomBytes: deps.randomBytes };
     const cp = planContainer(base);
 
@@ -181,7 +176,6 @@ export async function bridgeAdd(ctx: InvocationContext, deps: BridgeDeps): Promi
     });
     if (cr.code !== 0) throw kernelError(`failed to set up ${env.ifname} in ${env.netns}`, new CommandError(['sh'], cr.code, cr.stderr));
     let hostLinks = parseLinks(cr.stdout.split(SEP + '\n')[0] ?? '');
-    await pause('after-container');
 
     let bridgeCreated = false;
     if (!hostLinks.some((l) => l.ifname === cfg.bridge)) {
@@ -247,8 +241,6 @@ export async function bridgeAdd(ctx: InvocationContext, deps: BridgeDeps): Promi
       const failed = only ? steps[0] : steps[hr.code - SH_STEP_EXIT_BASE];
       throw kernelError(`failed to set up ${failed?.label ?? 'the host side'}`, new CommandError(['sh'], hr.code, hr.stderr));
     }
-    await pause('after-host');
-    await pause('before-result');
     success = true;
     return plan.result;
   } finally {
