@@ -165,7 +165,10 @@ export function planOverlay(cfg: OverlayConfig, self: OverlayNode, nodes: Overla
   if (self.podCIDRs.length) {
     desired.subnetEnv = { networks: clusterCIDRs, subnets: self.podCIDRs, mtu, ipMasq: cfg.masquerade };
     if (cfg.masquerade) {
-      const nodeIps = nodes.flatMap((n) => n.internalIPs).map(hostCidr);
+      // Only this node's own addresses keep the pod source. A remote node would answer a pod through the overlay
+      // while the request came over the underlay, and strict reverse-path filtering (kind's nodes set
+      // rp_filter=1) drops such a request; masqueraded, it is answered the way it came, as with flannel.
+      const nodeIps = self.internalIPs.map(hostCidr);
       const exempt = uniqSorted([...clusterCIDRs, ...cfg.nonMasqueradeCIDRs, ...nodeIps]);
       desired.masquerade = {
         table: cfg.masqueradeTable,

@@ -177,12 +177,12 @@ describe('planOverlay', () => {
     expect(d.masquerade?.sources).toEqual({ 4: ['10.244.1.0/24'], 6: ['fd00:10:244:1::/64'] });
   });
 
-  it('masquerades the local pod CIDR except to the cluster, node IPs and extra CIDRs', () => {
+  it('masquerades the local pod CIDR except to the cluster, its own node IP and extra CIDRs (remote node IPs are masqueraded)', () => {
     const d = planOverlay({ ...cfg, nonMasqueradeCIDRs: ['172.16.0.0/12'] }, n1, [n1, n2, n3], underlay);
     expect(d.masquerade).toEqual({
       table: 'flatnet_overlay',
       sources: { 4: ['10.244.1.0/24'], 6: [] },
-      exempt: { 4: ['10.244.0.0/16', '172.16.0.0/12', '192.168.7.3/32', '192.168.9.1/32', '192.168.9.2/32'], 6: [] },
+      exempt: { 4: ['10.244.0.0/16', '172.16.0.0/12', '192.168.9.1/32'], 6: [] },
     });
     const text = renderMasquerade(d.masquerade!);
     expect(text).toContain('delete table inet flatnet_overlay');
