@@ -1,4 +1,6 @@
-// lib/nft: an `nft -f` transaction builder and a thin runner, shared by the portmap plugin and the proxy.
+// lib/nft: an `nft -f` transaction builder and a thin runner. The builder writes the nft text of portmap and of the
+// bridge's masquerade and spoof check; the NetworkPolicy controller uses the runner. The proxy's nftables renderer and
+// the overlay's masquerade table write their own text (see the README's dependency section for why and the cost).
 //
 //   NftTransaction  add/delete/flush tables, chains (base chains with type/hook/priority), rules (with comments),
 //                   sets/maps and elements (chunked by ELEMENT_CHUNK = 1000 per command); render() -> text

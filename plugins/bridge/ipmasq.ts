@@ -7,6 +7,7 @@
 // nftables: table inet cni_plugins_masquerade, chain masq_checks, one rule per attachment IP.
 import { createHash } from 'node:crypto';
 import { bitsOf, canonicalCidr, formatCidr, formatIP, parseCidr, type Cidr } from '../../lib/net/ip.ts';
+import { NftTransaction } from '../../lib/nft/transaction.ts';
 
 export const NFT_TABLE = 'cni_plugins_masquerade';
 export const NFT_CHAIN = 'masq_checks';
@@ -129,23 +130,21 @@ export function iptablesGcChains(saved: SavedNat, network: string, keep: Readonl
 /** nft -f program adding the attachment's masquerade rules (mirrors the reference nftables layout). */
 export function renderNftAdd(a: Attachment, ips: readonly string[]): string {
   const comment = instanceComment(a.network, a.ifname, a.containerID);
-  const t = `inet ${NFT_TABLE}`;
-  const lines = [
-    `add table ${t} { comment "Masquerading for plugins from github.com/containernetworking/plugins" ; }`,
-    `add chain ${t} ${NFT_CHAIN} { comment "Masquerade traffic from certain IPs to any (non-multicast) IP outside their subnet" ; }`,
-    `add chain ${t} postrouting { type nat hook postrouting priority srcnat ; }`,
-    `flush chain ${t} postrouting`,
-    `add rule ${t} postrouting ip daddr 224.0.0.0/4 return`,
-    `add rule ${t} postrouting ip6 daddr ff00::/8 return`,
-    `add rule ${t} postrouting goto ${NFT_CHAIN}`,
-  ];
+  const tx = new NftTransaction()
+    .addTable('inet', NFT_TABLE, 'Masquerading for plugins from github.com/containernetworking/plugins')
+    .addChain('inet', NFT_TABLE, NFT_CHAIN, undefined, 'Masquerade traffic from certain IPs to any (non-multicast) IP outside their subnet')
+    .addChain('inet', NFT_TABLE, 'postrouting', { type: 'nat', hook: 'postrouting', priority: 'srcnat' })
+    .flushChain('inet', NFT_TABLE, 'postrouting')
+    .addRule('inet', NFT_TABLE, 'postrouting', 'ip daddr 224.0.0.0/4 return')
+    .addRule('inet', NFT_TABLE, 'postrouting', 'ip6 daddr ff00::/8 return')
+    .addRule('inet', NFT_TABLE, 'postrouting', `goto ${NFT_CHAIN}`);
   for (const s of ips) {
     const c = parseCidr(s);
     if (!c) throw new Error(`ipmasq: invalid address ${s}`);
     const ipk = c.ip.family === 4 ? 'ip' : 'ip6';
-    lines.push(`add rule ${t} ${NFT_CHAIN} ${ipk} saddr ${formatIP(c.ip)} ${ipk} daddr != ${formatCidr(canonicalCidr(c))} masquerade comment "${comment}"`);
+    tx.addRule('inet', NFT_TABLE, NFT_CHAIN, `${ipk} saddr ${formatIP(c.ip)} ${ipk} daddr != ${formatCidr(canonicalCidr(c))} masquerade`, comment);
   }
-  return lines.join('\n') + '\n';
+  return tx.render();
 }
 
 export interface NftRuleRef {
@@ -168,7 +167,9 @@ export function parseNftRules(json: string): NftRuleRef[] {
 /** nft -f program deleting the given rule handles from masq_checks; undefined when none. */
 export function renderNftDelete(handles: readonly number[]): string | undefined {
   if (!handles.length) return undefined;
-  return handles.map((h) => `delete rule inet ${NFT_TABLE} ${NFT_CHAIN} handle ${h}`).join('\n') + '\n';
+  const tx = new NftTransaction();
+  for (const h of handles) tx.deleteRule('inet', NFT_TABLE, NFT_CHAIN, h);
+  return tx.render();
 }
 
 /** Rules of one attachment. */
