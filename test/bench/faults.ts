@@ -81,6 +81,8 @@ async function fuzz(plugins: PluginName[], perPlugin: number, seed: number, work
     tally.ms = Date.now() - t0;
     console.log(`[faults] ${plugin}: ${tally.cases} cases, ${tally.failures.length} failures, ${Math.round(tally.ms / 1000)} s`);
     tallies[plugin] = { ...tally, failures: tally.failures.slice(0, 20).map((f) => ({ kind: f.kind, detail: `${f.detail.slice(0, 300)} | case ${JSON.stringify(f.case)}` })) };
+    // each plugin's tally is kept as soon as it is complete
+    saveSection('fuzz', { when: new Date().toISOString(), commit: commit(), seed, perPlugin, workers, tallies: { ...(load().fuzz?.tallies ?? {}), ...tallies } });
   }
   return { when: new Date().toISOString(), commit: commit(), seed, perPlugin, workers, tallies };
 }

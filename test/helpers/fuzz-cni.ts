@@ -494,7 +494,9 @@ export class FuzzWorld {
       const now = this.fingerprint();
       const left: string[] = [];
       const ifname = env['CNI_IFNAME'];
-      if (c.plugin !== 'loopback' && ifname && now.ctr.some((l) => l.startsWith(`${ifname}`) || l.startsWith(`${ifname}@`))) left.push(`container still has ${ifname}`);
+      // an interface the container did not have before (host-local and loopback create none; `lo` always exists)
+      const newLinks = now.ctr.filter((l) => /^\S+:?\s*</.test(l) && !this.baseline.ctr.includes(l) && !l.startsWith('lo:'));
+      if (ifname && newLinks.some((l) => l.startsWith(`${ifname}:`) || l.startsWith(`${ifname}@`))) left.push(`container still has ${ifname}`);
       if (now.ctr.some((l) => /inet6? (?!127\.|::1)/.test(l) && !/scope link/.test(l))) left.push('container still has addresses');
       if (now.host.links.some((l) => l.startsWith('veth'))) left.push('host still has a veth');
       const allocations = now.files.filter((f) => /\/(\d+\.\d+\.\d+\.\d+|[0-9a-f:]+:[0-9a-f:]*)$/.test(f));
