@@ -13,7 +13,7 @@ import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { CniResult, NetConf } from '../../lib/cni/types.ts';
 import { createNetns, type TestNetns } from '../helpers/netns.ts';
-import { CLIENT, NET, NODE_A, Scenario, type Container } from '../helpers/portmap-fixture.ts';
+import { CLIENT, NET, NODE_A, Scenario, portmapConf, type Container } from '../helpers/portmap-fixture.ts';
 
 const OURS = resolve(import.meta.dirname, '../../dist/bin');
 const REPO = resolve(import.meta.dirname, '../..');
@@ -28,18 +28,6 @@ const REF = referenceDir();
 
 type Side = 'ref' | 'ours';
 const dirOf = (side: Side): string => (side === 'ref' ? REF! : OURS);
-
-function portmapConf(prevResult: CniResult | undefined, portMappings: unknown[], extra: Record<string, unknown> = {}): NetConf {
-  return {
-    cniVersion: '1.0.0',
-    name: NET,
-    type: 'portmap',
-    capabilities: { portMappings: true },
-    runtimeConfig: { portMappings },
-    ...extra,
-    ...(prevResult ? { prevResult } : {}),
-  };
-}
 
 /** A PATH with everything the node has except iptables and ip6tables (every variant): "iptables is not usable". */
 function pathWithoutIptables(): string {

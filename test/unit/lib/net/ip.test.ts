@@ -103,6 +103,8 @@ describe('text helpers', () => {
   it('canonicalIP', () => {
     expect(canonicalIP('2001:db8:0:1:0:0:0:1')).toBe('2001:db8:0:1::1');
     expect(canonicalIP('10.0.0.1')).toBe('10.0.0.1');
+    expect(canonicalIP('0000:0000:0000:0000:0000:0000:0000:0001')).toBe('::1');
+    expect(canonicalIP('1:0:0:1:0:0:0:1')).toBe('1:0:0:1::1');
     expect(() => canonicalIP('10.0.0.256')).toThrow(/invalid IP address/);
   });
   it('cidrContainsText', () => {
