@@ -148,9 +148,9 @@ async function main(): Promise<void> {
     const seed = Number(opt('seed', '20261205', args));
     const workers = Number(opt('workers', String(Math.max(1, Math.min(2, cpus().length))), args));
     const bin = opt('bin', OURS_BIN, args);
-    const prev = load().fuzz;
     const res = await fuzz(plugins, perPlugin, seed, workers, bin);
-    // plugins not run this time keep their previous tallies
+    // plugins not run this time keep their tallies from a run with the same seed and size (read now: runs may overlap)
+    const prev = load().fuzz;
     if (prev && prev.perPlugin === perPlugin && prev.seed === seed) res.tallies = { ...prev.tallies, ...res.tallies };
     saveSection('fuzz', res);
   }
