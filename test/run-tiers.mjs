@@ -1,12 +1,12 @@
 #!/usr/bin/env node
-// Runs the test tiers in order (unit, netns, harness, e2e by default), each as one vitest run of its project
+// Runs the test tiers in order (unit, netns, harness, e2e, kind by default), each as one vitest run of its project
 // (vitest.config.ts), and prints one closing line
 // "flatnet tests: N passed, N failed, N skipped". Exits non-zero if any tier failed.
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 
-const tiers = process.argv.slice(2).length ? process.argv.slice(2) : ['unit', 'netns', 'harness', 'e2e'];
+const tiers = process.argv.slice(2).length ? process.argv.slice(2) : ['unit', 'netns', 'harness', 'e2e', 'kind'];
 const outDir = join(process.cwd(), 'test-results');
 mkdirSync(outDir, { recursive: true });
 

@@ -2,7 +2,7 @@
 // No registry is reachable here, so containerd's sandbox_image is this locally imported image.
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, renameSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -10,7 +10,8 @@ export const PAUSE_VERSION = '3.10';
 export const PAUSE_IMAGE = `registry.k8s.io/pause:${PAUSE_VERSION}`;
 export const CACHE_DIR = process.env['FLATNET_CACHE'] ?? '/var/cache/flatnet';
 
-const PAUSE_C = `
+function pauseSource(version: string): string {
+  return `
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,7 +27,7 @@ static void on_chld(int sig) {
 }
 
 int main(int argc, char **argv) {
-  if (argc > 1 && strcmp(argv[1], "-v") == 0) { printf("pause (flatnet) ${PAUSE_VERSION}\\n"); return 0; }
+  if (argc > 1 && strcmp(argv[1], "-v") == 0) { printf("pause (flatnet) ${version}\\n"); return 0; }
   if (getpid() != 1) fprintf(stderr, "pause: warning: not pid 1\\n");
   struct sigaction t = {0}, c = {0};
   t.sa_handler = on_term;
@@ -39,19 +40,23 @@ int main(int argc, char **argv) {
   return 1;
 }
 `;
+}
 
 function sha256(b: Buffer): string {
   return createHash('sha256').update(b).digest('hex');
 }
 
-/** Path of the cached image tar; builds it (gcc -static, tar, hand-written OCI index/manifest/config) if missing. */
-export function ensurePauseImageTar(cacheDir = CACHE_DIR): string {
-  const out = join(cacheDir, `pause-${PAUSE_VERSION}.tar`);
+/**
+ * Path of the cached image tar of registry.k8s.io/pause:<version>; builds it (gcc -static, tar, hand-written OCI
+ * index/manifest/config) if missing. The kind node image asks for the version its kubeadm expects.
+ */
+export function ensurePauseImageTar(cacheDir = CACHE_DIR, version = PAUSE_VERSION): string {
+  const out = join(cacheDir, `pause-${version}.tar`);
   if (existsSync(out)) return out;
   mkdirSync(cacheDir, { recursive: true });
   const work = mkdtempSync(join(tmpdir(), 'flatnet-pause-'));
   try {
-    writeFileSync(join(work, 'pause.c'), PAUSE_C);
+    writeFileSync(join(work, 'pause.c'), pauseSource(version));
     const rootfs = join(work, 'rootfs');
     mkdirSync(rootfs);
     execFileSync('gcc', ['-static', '-Os', '-s', '-o', join(rootfs, 'pause'), join(work, 'pause.c')], { stdio: 'pipe' });
@@ -90,7 +95,7 @@ export function ensurePauseImageTar(cacheDir = CACHE_DIR): string {
           digest: `sha256:${manifestDigest}`,
           size: manifest.length,
           platform: { architecture: 'amd64', os: 'linux' },
-          annotations: { 'io.containerd.image.name': PAUSE_IMAGE, 'org.opencontainers.image.ref.name': PAUSE_VERSION },
+          annotations: { 'io.containerd.image.name': `registry.k8s.io/pause:${version}`, 'org.opencontainers.image.ref.name': version },
         },
       ],
     };
@@ -109,4 +114,9 @@ export function ensurePauseImageTar(cacheDir = CACHE_DIR): string {
   } finally {
     rmSync(work, { recursive: true, force: true });
   }
+}
+
+// `node test/cluster/runtime/pause.ts [VERSION]` prints the tar's path (deploy/kind/images.sh imports it into kind nodes)
+if (process.argv[1] && import.meta.filename === realpathSync(process.argv[1])) {
+  console.log(ensurePauseImageTar(CACHE_DIR, process.argv[2] ?? PAUSE_VERSION));
 }
