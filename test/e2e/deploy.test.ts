@@ -25,7 +25,7 @@ describe('deploy/ on the local cluster', () => {
     const ds = await c.kubectlJson<{ spec: { template: { spec: { serviceAccountName: string } } } }>(['-n', 'flatnet-system', 'get', 'ds', 'flatnet', '-o', 'json']);
     expect(ds.spec.template.spec.serviceAccountName).toBe('flatnet');
     const cm = await c.kubectlJson<{ data: Record<string, string> }>(['-n', 'flatnet-system', 'get', 'cm', 'flatnet-config', '-o', 'json']);
-    expect(Object.keys(cm.data).sort()).toEqual(['cni-conflist.json', 'config.yaml']);
+    expect(Object.keys(cm.data).sort()).toEqual(['cni-conflist.json', 'config.yaml', 'kubeconfig.conf']);
   });
 
   it('the rendered single-file manifest is what kustomize renders', async () => {

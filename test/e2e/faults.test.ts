@@ -35,16 +35,47 @@ async function request(node: string, ip: string): Promise<boolean> {
   return r.code === 0 && ['w1', 'w2'].includes(r.stdout.trim());
 }
 
-/** The proxy rules on a node, as the kernel holds them (nft or iptables, whichever the daemon uses). */
+/**
+ * The proxy rules on a node, as the kernel holds them (nft or iptables, whichever the daemon uses). Packet counters
+ * and the remaining lifetime of session-affinity entries (`expires 2h59m57s`) are the kernel's, not the daemon's, and
+ * change every second: they are masked; the entries themselves and their timeouts stay in the text.
+ */
 async function rules(node: string): Promise<string> {
   const nft = await c.exec(node, ['nft', 'list', 'table', 'ip', 'flatnet-proxy'], { allowFail: true });
-  if (nft.code === 0) return nft.stdout.replace(/counter packets \d+ bytes \d+/g, 'counter');
+  if (nft.code === 0) return nft.stdout.replace(/counter packets \d+ bytes \d+/g, 'counter').replace(/ expires [\dhms]+/g, '');
   const ipt = await c.exec(node, ['iptables-save', '-t', 'nat']);
   return ipt.stdout
     .split('\n')
     .filter((l) => !l.startsWith('#'))
     .map((l) => l.replace(/\[\d+:\d+\]/g, ''))
     .join('\n');
+}
+
+/**
+ * Every node's rules once nothing is changing them: the namespaces of earlier test files are gone (their deletion
+ * goes on after those files end and rewrites the rules for a while) and two reads 3 s apart (over two
+ * minSyncPeriods) agree, so no sync is pending.
+ */
+async function settledRules(): Promise<string[]> {
+  await waitFor(
+    'no namespace terminating',
+    async () => !(await c.kubectl(['get', 'namespaces', '-o', 'jsonpath={.items[*].status.phase}'])).includes('Terminating'),
+    180_000,
+    1000,
+  );
+  let last = await Promise.all(c.nodeNames.map(rules));
+  return waitFor(
+    'rules settled',
+    async () => {
+      await sleep(3000);
+      const now = await Promise.all(c.nodeNames.map(rules));
+      const same = JSON.stringify(now) === JSON.stringify(last);
+      last = now;
+      return same ? now : undefined;
+    },
+    60_000,
+    0,
+  );
 }
 
 /** Requests through `ip` from every node, one round per second, while `during` runs; returns [ok, failed]. */
@@ -85,13 +116,14 @@ afterAll(async () => {
 describe('control-plane faults', () => {
   it('apiserver unreachable for 60 s: rules untouched, every request served, resync when it is back', async () => {
     const ip = await clusterIP('web');
-    const before = await Promise.all(c.nodeNames.map(rules));
+    const before = await settledRules();
     const api = loadState(c.name)!.processes.find((p) => p.role === 'kube-apiserver')!;
     process.kill(api.pid, 'SIGSTOP');
     let resumed = false;
     try {
       const [ok, failed] = await loadWhile(ip, sleep(60_000));
-      const unchanged = JSON.stringify(await Promise.all(c.nodeNames.map(rules))) === JSON.stringify(before);
+      const after = await Promise.all(c.nodeNames.map(rules));
+      const unchanged = JSON.stringify(after) === JSON.stringify(before);
       report(
         `apiserver unreachable for 60 s (SIGSTOP), ${c.nodeNames.length} nodes`,
         `${ok} requests through a ClusterIP from the nodes served, ${failed} failed; rules ${unchanged ? 'unchanged on every node' : 'CHANGED'}; a Service created afterwards was programmed`,
@@ -100,7 +132,7 @@ describe('control-plane faults', () => {
       );
       expect(failed).toBe(0);
       expect(ok).toBeGreaterThanOrEqual(c.nodeNames.length * 20);
-      expect(unchanged).toBe(true);
+      expect(after).toEqual(before);
     } finally {
       process.kill(api.pid, 'SIGCONT');
       resumed = true;
@@ -110,7 +142,7 @@ describe('control-plane faults', () => {
     await c.apply(manifest(service('after-api')));
     const ip2 = await clusterIP('after-api');
     for (const n of c.nodeNames) await waitFor(`after-api from ${n}`, () => request(n, ip2), 90_000, 500);
-  }, 300_000);
+  }, 600_000);
 
   it('etcd restart: every request served meanwhile; changes flow to the daemons after', async () => {
     const ip = await clusterIP('web');
