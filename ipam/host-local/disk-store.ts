@@ -132,16 +132,6 @@ export class DiskStore implements Store {
     }
   }
 
-  /** Puts a range set's round-robin cursor back (undefined: no cursor), so a failed ADD leaves the store as it was. */
-  setLastReserved(rangeSetIndex: number, ip: IP | undefined): void {
-    try {
-      if (ip) writeFileAtomic(this.dir, LAST_IP_PREFIX + rangeSetIndex, formatIP(ip));
-      else rmSync(join(this.dir, LAST_IP_PREFIX + rangeSetIndex), { force: true });
-    } catch (e) {
-      throw ioError(e, `cannot restore ${LAST_IP_PREFIX}${rangeSetIndex} in ${this.dir}`);
-    }
-  }
-
   release(ip: IP): void {
     try {
       rmSync(join(this.dir, formatIP(ip)), { force: true });

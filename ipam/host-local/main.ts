@@ -44,14 +44,9 @@ export const handlers: PluginHandlers = {
     let lock: string | undefined;
     const ips = withStore(cfg, true, (s) => {
       lock = s.lockMechanism;
-      const cursors = cfg.ranges.map((_, i) => s.lastReservedIP(i));
-      try {
-        return allocate(s, cfg.ranges, ctx.env.containerId, ctx.env.ifname, cfg.requestedIPs);
-      } catch (e) {
-        // allocate() released what it took; the round-robin cursors it moved go back too
-        cursors.forEach((ip, i) => s.setLastReserved(i, ip));
-        throw e;
-      }
+      // a failed ADD releases what it took but leaves the round-robin cursors where they moved, as the reference
+      // does: the next ADD then hands out the same addresses on both
+      return allocate(s, cfg.ranges, ctx.env.containerId, ctx.env.ifname, cfg.requestedIPs);
     })!;
     ctx.log.debug({ network: cfg.name, containerId: ctx.env.containerId, ips: ips.map((i) => i.address), lock }, 'allocated');
     const result: CniResult = { cniVersion: ctx.conf.cniVersion, ips };

@@ -100,8 +100,8 @@ function renderMd(r: Results): string {
         'for its cniVersion (ADD, then a DEL with that result must leave no interface, address or allocation), a VERSION reply, ' +
         'an empty success, or exactly one error JSON with a spec code or 100+ (999 with a JavaScript exception in it counts as a crash), ' +
         'within 20 s, and when a failed or non-ADD case leaves the host netns (links, addresses, routes, iptables, nftables), ' +
-        'the container netns and the data dir as they were. host-local\'s round-robin cursor files (last_reserved_ip.N) count only ' +
-        'for host-local itself: after a delegating plugin\'s IPAM ADD is undone by IPAM DEL the cursor stays moved, as with the reference plugins.',
+        'the container netns and the data dir as they were. host-local\'s round-robin cursor files (last_reserved_ip.N) do not count: ' +
+        'a failed ADD, or an IPAM ADD undone by IPAM DEL, leaves the cursor where it moved, as the reference plugins do.',
       '',
     );
     out.push('| plugin | cases | results (ADD+DEL) | errors | empty successes | VERSION | crashes | non-JSON stdout | schema | hangs | leftovers | wall time |');

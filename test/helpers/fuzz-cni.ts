@@ -350,8 +350,6 @@ export class FuzzWorld {
   private data!: string;
   private baseline!: Fingerprint;
   private generation = 0;
-  /** whether host-local's cursor files count as state (only when host-local itself is the plugin under test) */
-  private cursorsCount = true;
 
   constructor(prefix: string, opts: WorldOptions = {}) {
     this.prefix = prefix;
@@ -391,9 +389,9 @@ export class FuzzWorld {
       .map((l) => l.replace(/^\d+:\s*/, '').replace(/\s+(valid_lft|link\/ether|alias).*$/, '').trim())
       .filter(Boolean)
       .sort();
-    // host-local's round-robin cursor (last_reserved_ip.N) is not state to restore after a delegated IPAM ADD that
-    // was undone by IPAM DEL: DEL cannot know the cursor's old value (the reference plugins leave it moved too)
-    const files = storeFiles(this.data).filter((f) => !/\/last_reserved_ip\.\d+$/.test(f) || this.cursorsCount);
+    // host-local's round-robin cursor (last_reserved_ip.N) is not an allocation: a failed ADD leaves it where it moved,
+    // as the reference does (test/netns/host-local.test.ts), and DEL cannot know its old value
+    const files = storeFiles(this.data).filter((f) => !/\/last_reserved_ip\.\d+$/.test(f));
     return { host: hostFingerprint(this.host.path), ctr, files };
   }
 
@@ -436,7 +434,6 @@ export class FuzzWorld {
   }
 
   private async check(c: FuzzCase): Promise<Verdict> {
-    this.cursorsCount = c.plugin === 'host-local';
     const { env, stdin } = this.resolve(c);
     const r = await this.exec(c.plugin, env, stdin);
     if (r.timedOut) return { ok: false, kind: 'hang', detail: `no exit within ${this.timeoutMs} ms` };
