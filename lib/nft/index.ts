@@ -7,8 +7,11 @@
 //   quoteString     comment quoting (rejects '"', '\', newlines; max 128 bytes); checkName validates identifiers
 //   Nft             apply(tx) = one atomic `nft -f -`; listTable() = `nft -j list table` parsed (undefined if absent)
 //   parseNftJson    the pure parser behind listTable
+//   NftSession      (session.ts, imported directly: the plugins never need it) one long-lived `nft -i` for small
+//                   transactions, one line each (the policy controller's diffs)
 //
-// Everything that touches the kernel goes through a Runner (lib/exec), optionally inside a netns.
+// Everything that touches the kernel goes through a Runner (lib/exec), optionally inside a netns, except NftSession:
+// a process that stays does not fit a Runner's run-to-completion calls, so it spawns its own (nsenter for a netns).
 
 export { NftTransaction, ELEMENT_CHUNK, checkName, quoteString } from './transaction.ts';
 export type { NftFamily, BaseChainSpec, SetSpec } from './transaction.ts';

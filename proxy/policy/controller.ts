@@ -9,6 +9,7 @@ import { KubeClient } from '../../lib/kube/client.ts';
 import type { KubeConfig } from '../../lib/kube/config.ts';
 import { ListWatcher, objectKey, type KubeObject, type WatchLog } from '../../lib/kube/watch.ts';
 import { Nft } from '../../lib/nft/nft.ts';
+import { NftSession } from '../../lib/nft/session.ts';
 import { readSysctl, writeSysctl } from '../../lib/sysctl/sysctl.ts';
 import { runConntrackCleanup } from '../services/conntrack/stale.ts';
 import { BoundedFrequencyRunner, realClock, type Clock } from '../services/runner/bounded.ts';
@@ -44,6 +45,8 @@ export interface PolicyControllerOptions {
   netns?: string;
   /** least time between two syncs (default 0: a change is programmed as soon as the previous sync ends) */
   minSyncPeriodMs?: number;
+  /** apply incremental changes through a long-lived `nft -i` (default true; full syncs always use `nft -f`) */
+  nftSession?: boolean;
   /** a full resync at least this often (default 10 min) */
   fullSyncPeriodMs?: number;
   clock?: Clock;
@@ -56,6 +59,7 @@ export class PolicyController {
   readonly table: string;
   private readonly o: PolicyControllerOptions;
   private readonly nft: Nft;
+  private readonly session: NftSession | undefined;
   private readonly clock: Clock;
   private readonly runner: BoundedFrequencyRunner;
   private readonly policies = new Map<string, Policy>();
@@ -78,6 +82,8 @@ export class PolicyController {
   changesProgrammed = 0;
   /** where the last successful sync spent its time (ms) */
   lastSyncTimings = { compute: 0, render: 0, apply: 0, recheck: 0 };
+  /** how the last sync reached the kernel: a full program or a long diff through `nft -f`, a diff through the session */
+  lastApplyVia: 'nft -f' | 'session' | undefined;
   /** changes whose rules are committed to the kernel (set before the conntrack re-check that follows) */
   changesApplied = 0;
 
@@ -85,6 +91,7 @@ export class PolicyController {
     this.o = o;
     this.table = o.table ?? DEFAULT_TABLE;
     this.nft = new Nft({ runner: o.runner, ...(o.netns ? { netns: o.netns } : {}) });
+    if (o.nftSession !== false) this.session = new NftSession(o.netns ? { netns: o.netns } : {});
     this.clock = o.clock ?? realClock;
     this.runner = new BoundedFrequencyRunner(() => this.syncOnce(), {
       minIntervalMs: o.minSyncPeriodMs ?? 0,
@@ -153,6 +160,7 @@ export class PolicyController {
   async stop(): Promise<void> {
     this.runner.stop();
     await this.runner.idle();
+    await this.session?.close();
     await this.o.source.stop();
   }
 
@@ -215,7 +223,13 @@ export class PolicyController {
       }
       const t2 = performance.now();
       try {
-        await this.nft.apply(text);
+        if (!full && this.session?.fits(text)) {
+          await this.session.apply(text);
+          this.lastApplyVia = 'session';
+        } else {
+          await this.nft.apply(text);
+          this.lastApplyVia = 'nft -f';
+        }
       } catch (e) {
         this.programmed = undefined;
         throw e;
@@ -233,7 +247,7 @@ export class PolicyController {
       if (restricts) await this.recheckFlows(state);
       this.changesProgrammed = seen;
       this.lastSyncTimings = { compute: t1 - t0, render: t2 - t1, apply: t3 - t2, recheck: performance.now() - t3 };
-      this.o.log.debug({ full, restricts, pods: state.pods.size, rules: state.rules.size }, 'policy synced');
+      this.o.log.debug({ full, restricts, via: this.lastApplyVia, pods: state.pods.size, rules: state.rules.size }, 'policy synced');
     } catch (e) {
       this.lastSyncError = e;
       throw e;

@@ -13,10 +13,15 @@
 //    in rounds whose order flips: new-TCP-connection
 //    latency (connlat, test/bench/connlat.c) from pod c to pod a, which 20 of the policies select and the last rule of
 //    its chain allows; TCP throughput of one established connection (iperf3) from c to a.
-// Results: test/bench/results/netpol.{json,md}, with the load average before and after.
+// 3. the long-lived `nft -i` session against one `nft -f` per change (the controller's `nftSession` option): the
+//    changes of 1. with the session on and off, --session-rounds rounds per size, the order flipped every round, a
+//    fresh controller each time; per change the time in the kernel-apply step and change -> committed, and CPU for
+//    start + changes including the nft children (read after the controller stopped, so the session's nft is counted).
+// --sections programming,perpacket,session (default all): sections not run keep their last results in netpol.json.
+// Results: test/bench/results/netpol.{json,md}, with the load average before and after each section.
 
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { ExecRunner } from '../../lib/exec/exec.ts';
@@ -40,6 +45,8 @@ const nPolicies = Number(opt('policies', '1000'));
 const nChanges = Number(opt('changes', '40'));
 const nConns = Number(opt('conns', '3000'));
 const iperfSeconds = Number(opt('iperf-seconds', '5'));
+const sections = opt('sections', 'programming,perpacket,session').split(',');
+const sessionRounds = Number(opt('session-rounds', '4'));
 
 /** synthetic pod i: app label, namespace, node; IPs outside the fixture's subnets (no packets go to them) */
 function synthPod(i: number, local: boolean, app = `app${i % APPS}`): Record<string, unknown> {
@@ -90,7 +97,19 @@ interface SizeResult {
   rssMB: number;
 }
 
-async function programming(fx: PolicyFixture, pods: number, table: string): Promise<{ result: SizeResult; program: string }> {
+interface Programmed {
+  result: SizeResult;
+  program: string;
+  /** per change: change -> committed, and the kernel-apply step of the sync that committed it (ms) */
+  latencies: number[];
+  applies: number[];
+  /** how each change's sync reached the kernel */
+  via: string[];
+  /** CPU of start + changes + stop, with every nft child reaped */
+  cpuWithStop: number;
+}
+
+async function programming(fx: PolicyFixture, pods: number, table: string, nftSession = true): Promise<Programmed> {
   const src = new MemoryPolicySource();
   for (let i = 0; i < NS; i++) src.set('namespace', nsObj(`ns${i}`, { idx: String(i) }));
   for (let i = 0; i < pods; i++) {
@@ -109,7 +128,7 @@ async function programming(fx: PolicyFixture, pods: number, table: string): Prom
     }),
   );
   const cpu0 = cpuSeconds();
-  const ctl = new PolicyController({ nodeName: 'n1', runner, log: silent, source: src, table, netns: fx.node.path });
+  const ctl = new PolicyController({ nodeName: 'n1', runner, log: silent, source: src, table, netns: fx.node.path, nftSession });
   const t0 = performance.now();
   await ctl.start();
   await until(() => ctl.changesApplied === ctl.changesSeen);
@@ -117,6 +136,7 @@ async function programming(fx: PolicyFixture, pods: number, table: string): Prom
   await until(() => ctl.settled);
   const lat: Record<string, number[]> = { 'new policy': [], 'pod label change': [] };
   const parts: Record<string, number[]> = { compute: [], render: [], apply: [] };
+  const via: string[] = [];
   for (let k = 0; k < nChanges; k++) {
     const seen = ctl.changesSeen + 1;
     const kind = k % 2 === 0 ? 'new policy' : 'pod label change';
@@ -127,6 +147,7 @@ async function programming(fx: PolicyFixture, pods: number, table: string): Prom
     lat[kind]!.push(performance.now() - t);
     await until(() => ctl.settled);
     for (const k of ['compute', 'render', 'apply'] as const) parts[k]!.push(ctl.lastSyncTimings[k]);
+    via.push(ctl.lastApplyVia ?? '');
   }
   const program = fullProgram(table, render(ctl.state!)).render();
   // the last change is in the kernel: the last relabelled pod's address is in some peer set, or the last policy's chain exists
@@ -144,7 +165,64 @@ async function programming(fx: PolicyFixture, pods: number, table: string): Prom
     rssMB: rssMB(),
   };
   await ctl.stop();
-  return { result, program };
+  return { result, program, latencies: Object.values(lat).flat(), applies: parts['apply']!, via, cpuWithStop: r1(cpuSeconds() - cpu0) };
+}
+
+interface SessionRow {
+  podsPerNode: number;
+  mode: 'session' | 'nft -f';
+  rounds: number;
+  changes: number;
+  applyP50Ms: number;
+  applyP99Ms: number;
+  changeP50Ms: number;
+  changeP99Ms: number;
+  /** CPU per round (start + changes + stop, nft children included), median over the rounds */
+  cpuSecondsMedian: number;
+  /** per round: p50 of the apply step */
+  applyP50PerRound: number[];
+}
+
+/** The session on and off, alternating, `sessionRounds` rounds per size. */
+async function sessionComparison(fx: PolicyFixture, table: string): Promise<{ rows: SessionRow[]; loadPerRound: number[] }> {
+  const rows: SessionRow[] = [];
+  const loadPerRound: number[] = [];
+  for (const n of sizes) {
+    const acc = {
+      session: { applies: [] as number[], lat: [] as number[], cpu: [] as number[], perRound: [] as number[] },
+      'nft -f': { applies: [] as number[], lat: [] as number[], cpu: [] as number[], perRound: [] as number[] },
+    };
+    for (let i = 0; i < sessionRounds; i++) {
+      loadPerRound.push(r1(loadavg()[0]!));
+      for (const mode of i % 2 ? (['nft -f', 'session'] as const) : (['session', 'nft -f'] as const)) {
+        const r = await programming(fx, n, table, mode === 'session');
+        // every change of a round must have gone the way the round says (a failed session apply falls back to nft -f)
+        if (r.via.some((v) => v !== mode)) throw new Error(`${mode} round applied through ${[...new Set(r.via)].join(', ')}`);
+        const a = acc[mode];
+        a.applies.push(...r.applies);
+        a.lat.push(...r.latencies);
+        a.cpu.push(r.cpuWithStop);
+        a.perRound.push(r1(pct(r.applies, 50)));
+        process.stderr.write(`[netpol]   session round ${i + 1} ${n} pods ${mode}: apply p50 ${r1(pct(r.applies, 50))} ms, change p50 ${r1(pct(r.latencies, 50))} ms, CPU ${r.cpuWithStop} s\n`);
+      }
+    }
+    for (const mode of ['session', 'nft -f'] as const) {
+      const a = acc[mode];
+      rows.push({
+        podsPerNode: n,
+        mode,
+        rounds: sessionRounds,
+        changes: a.applies.length,
+        applyP50Ms: r1(pct(a.applies, 50)),
+        applyP99Ms: r1(pct(a.applies, 99)),
+        changeP50Ms: r1(pct(a.lat, 50)),
+        changeP99Ms: r1(pct(a.lat, 99)),
+        cpuSecondsMedian: r1(pct(a.cpu, 50)),
+        applyP50PerRound: a.perRound,
+      });
+    }
+  }
+  return { rows, loadPerRound };
 }
 
 function serve(fx: PolicyFixture, argv: string[], procs: ChildProcess[]): void {
@@ -166,96 +244,166 @@ function iperf(fx: PolicyFixture): number {
   return j.end.sum_received.bits_per_second / 1e9;
 }
 
+interface PerPacket {
+  connections: number;
+  newConnectionUs: { without: { p50: number; p99: number }; with: { p50: number; p99: number }; addedP50: number };
+  throughputGbps: { without: number; with: number; samples: { without: number[]; with: number[] } };
+}
+
+interface Results {
+  date: string;
+  node: string;
+  loadavg: { before: number[]; after: number[] };
+  programming: SizeResult[];
+  perPacket: PerPacket & { rounds?: number; iperfSeconds?: number; policies?: number };
+  session?: { date: string; node: string; loadavg: { before: number[]; after: number[]; perRound: number[] }; policies: number; changesPerRun: number; rows: SessionRow[] };
+}
+
+const JSON_FILE = join(RESULTS, 'netpol.json');
+
+function renderMd(out: Results): string {
+  const pp = out.perPacket;
+  const rounds = pp.rounds ?? 4;
+  const lines = [
+    '# bench:netpol',
+    '',
+    `${out.date}, Node ${out.node}, load average (1/5/15 min) before ${out.loadavg.before.join(' / ')}, after ${out.loadavg.after.join(' / ')}.`,
+    'In-process controller, objects in memory (no apiserver); kernel = a node network namespace on this machine.',
+    '',
+    '| pods per node | policies | isolated local pods | initial sync | table text | change | n | p50 | p99 | max | CPU (start + changes) | RSS |',
+    '|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|',
+    ...out.programming.flatMap((r) =>
+      r.change.map(
+        (c) =>
+          `| ${r.podsPerNode} | ${r.policies} | ${r.isolatedPods} | ${r.initialSyncMs} ms | ${Math.round(r.tableBytes / 1024)} KiB | ${c.kind} | ${c.n} | ${c.p50Ms} ms | ${c.p99Ms} ms | ${c.maxMs} ms | ${r.cpuSeconds} s | ${r.rssMB} MB |`,
+      ),
+    ),
+    '',
+    `Per packet, pod c -> pod a (selected by ${(pp.policies ?? out.programming[0]?.policies ?? nPolicies) / APPS} policies; c allowed by the last rule of a's chain), the largest size's table vs the same table without policies (conntrack on in both), ${rounds} rounds, the order flipped every round:`,
+    '',
+    '| | no policies | with policies | added |',
+    '|---|---:|---:|---:|',
+    `| new TCP connection p50 (${pp.connections} each) | ${pp.newConnectionUs.without.p50} us | ${pp.newConnectionUs.with.p50} us | ${pp.newConnectionUs.addedP50} us |`,
+    `| new TCP connection p99 | ${pp.newConnectionUs.without.p99} us | ${pp.newConnectionUs.with.p99} us | |`,
+    `| one TCP stream (iperf3 ${pp.iperfSeconds ?? 5} s, mean of ${rounds}) | ${pp.throughputGbps.without} Gbit/s | ${pp.throughputGbps.with} Gbit/s | ${r1((pp.throughputGbps.with / pp.throughputGbps.without - 1) * 100)} % |`,
+    '',
+  ];
+  const ss = out.session;
+  if (ss) {
+    lines.push(
+      '## One long-lived `nft -i` against one `nft -f` per change',
+      '',
+      `${ss.date}, Node ${ss.node}, load average (1/5/15 min) before ${ss.loadavg.before.join(' / ')}, after ${ss.loadavg.after.join(' / ')}; 1-min load at the start of each round: ${ss.loadavg.perRound.join(', ')}.`,
+      `The changes of the table above (${ss.changesPerRun} per run, ${ss.policies} policies), a fresh controller per run, the session on and off in alternating order. ` +
+        '"apply" is the sync step that hands the diff to the kernel (the session: one line to the running nft and its answer; ' +
+        'nft -f: spawning nft, which loads its cache, parses and commits); "change" is object handed to the controller -> committed. ' +
+        'CPU: start + changes + stop of one run, nft children included, median over the runs.',
+      '',
+      '| pods per node | apply via | runs | changes | apply p50 | apply p99 | change p50 | change p99 | CPU per run | apply p50 per run |',
+      '|---:|---|---:|---:|---:|---:|---:|---:|---:|---|',
+      ...ss.rows.map(
+        (r) =>
+          `| ${r.podsPerNode} | ${r.mode} | ${r.rounds} | ${r.changes} | ${r.applyP50Ms} ms | ${r.applyP99Ms} ms | ${r.changeP50Ms} ms | ${r.changeP99Ms} ms | ${r.cpuSecondsMedian} s | ${r.applyP50PerRound.join(', ')} ms |`,
+      ),
+      '',
+    );
+  }
+  return lines.join('\n');
+}
+
 async function main(): Promise<void> {
   const load0 = loadavg();
   const fx = await setupPolicyFixture();
   const dir = mkdtempSync(join(tmpdir(), 'netpol-bench-'));
   const procs: ChildProcess[] = [];
   const table = `${fx.prefix}-pol`;
+  const prev = existsSync(JSON_FILE) ? (JSON.parse(readFileSync(JSON_FILE, 'utf8')) as Results) : undefined;
   try {
-    const bin = join(dir, 'connlat');
-    execFileSync('gcc', ['-O2', '-o', bin, join(HERE, 'connlat.c')]);
-    serve(fx, [bin, 'server', '7000'], procs);
-    serve(fx, ['iperf3', '-s', '-p', '5201'], procs);
-    await new Promise((r) => setTimeout(r, 500));
-
-    const results: SizeResult[] = [];
+    let programmingResults = prev?.programming;
+    let perPacket = prev?.perPacket;
     let program = '';
-    for (const n of sizes) {
-      process.stderr.write(`[netpol] ${n} pods per node, ${nPolicies} policies\n`);
-      const r = await programming(fx, n, table);
-      results.push(r.result);
-      program = r.program;
-      process.stderr.write(`[netpol]   ${JSON.stringify(r.result)}\n`);
-    }
-
-    // per-packet cost: the largest table loaded vs none, alternating
-    const nft = (text: string): void => {
-      execFileSync('ip', ['netns', 'exec', fx.node.name, 'nft', '-f', '-'], { input: text });
-    };
-    const empty = fullProgram(table, render(computeState({ policies: [], pods: [], namespaces: new Map() }, 'n1'))).render();
-    const lat = { with: [] as number[], without: [] as number[] };
-    const thr = { with: [] as number[], without: [] as number[] };
-    const rounds = 4;
-    for (let i = 0; i < rounds; i++) {
-      // the order flips every round, so that whatever the first or second run of a round pays is paid by both sides
-      for (const mode of i % 2 ? (['with', 'without'] as const) : (['without', 'with'] as const)) {
-        // "without": the controller's table with no policy, so both sides pay for conntrack (which a node running a
-        // proxy always has), and the difference is the policies alone
-        nft(mode === 'with' ? program : empty);
-        if (mode === 'with' && !connlat(fx, bin, 1).length) throw new Error('no connection with policies');
-        lat[mode].push(...connlat(fx, bin, Math.ceil(nConns / rounds)));
-        thr[mode].push(iperf(fx));
-        process.stderr.write(`[netpol]   round ${i + 1} ${mode}: p50 ${r1(pct(lat[mode], 50))} us, ${r1(thr[mode].at(-1)!)} Gbit/s\n`);
+    if (sections.includes('programming') || sections.includes('perpacket')) {
+      programmingResults = [];
+      for (const n of sizes) {
+        process.stderr.write(`[netpol] ${n} pods per node, ${nPolicies} policies\n`);
+        const r = await programming(fx, n, table);
+        programmingResults.push(r.result);
+        program = r.program;
+        process.stderr.write(`[netpol]   ${JSON.stringify(r.result)}\n`);
       }
     }
-    nft(deleteProgram(table).render());
-    const perPacket = {
-      connections: nConns,
-      newConnectionUs: {
-        without: { p50: r1(pct(lat.without, 50)), p99: r1(pct(lat.without, 99)) },
-        with: { p50: r1(pct(lat.with, 50)), p99: r1(pct(lat.with, 99)) },
-        addedP50: r1(pct(lat.with, 50) - pct(lat.without, 50)),
-      },
-      throughputGbps: {
-        without: r1(thr.without.reduce((a, b) => a + b, 0) / thr.without.length),
-        with: r1(thr.with.reduce((a, b) => a + b, 0) / thr.with.length),
-        samples: { without: thr.without.map(r1), with: thr.with.map(r1) },
-      },
-    };
+
+    if (sections.includes('perpacket')) {
+      const bin = join(dir, 'connlat');
+      execFileSync('gcc', ['-O2', '-o', bin, join(HERE, 'connlat.c')]);
+      serve(fx, [bin, 'server', '7000'], procs);
+      serve(fx, ['iperf3', '-s', '-p', '5201'], procs);
+      await new Promise((r) => setTimeout(r, 500));
+      // per-packet cost: the largest table loaded vs none, alternating
+      const nft = (text: string): void => {
+        execFileSync('ip', ['netns', 'exec', fx.node.name, 'nft', '-f', '-'], { input: text });
+      };
+      const empty = fullProgram(table, render(computeState({ policies: [], pods: [], namespaces: new Map() }, 'n1'))).render();
+      const lat = { with: [] as number[], without: [] as number[] };
+      const thr = { with: [] as number[], without: [] as number[] };
+      const rounds = 4;
+      for (let i = 0; i < rounds; i++) {
+        // the order flips every round, so that whatever the first or second run of a round pays is paid by both sides
+        for (const mode of i % 2 ? (['with', 'without'] as const) : (['without', 'with'] as const)) {
+          // "without": the controller's table with no policy, so both sides pay for conntrack (which a node running a
+          // proxy always has), and the difference is the policies alone
+          nft(mode === 'with' ? program : empty);
+          if (mode === 'with' && !connlat(fx, bin, 1).length) throw new Error('no connection with policies');
+          lat[mode].push(...connlat(fx, bin, Math.ceil(nConns / rounds)));
+          thr[mode].push(iperf(fx));
+          process.stderr.write(`[netpol]   round ${i + 1} ${mode}: p50 ${r1(pct(lat[mode], 50))} us, ${r1(thr[mode].at(-1)!)} Gbit/s\n`);
+        }
+      }
+      nft(deleteProgram(table).render());
+      perPacket = {
+        connections: nConns,
+        rounds,
+        iperfSeconds,
+        policies: nPolicies,
+        newConnectionUs: {
+          without: { p50: r1(pct(lat.without, 50)), p99: r1(pct(lat.without, 99)) },
+          with: { p50: r1(pct(lat.with, 50)), p99: r1(pct(lat.with, 99)) },
+          addedP50: r1(pct(lat.with, 50) - pct(lat.without, 50)),
+        },
+        throughputGbps: {
+          without: r1(thr.without.reduce((a, b) => a + b, 0) / thr.without.length),
+          with: r1(thr.with.reduce((a, b) => a + b, 0) / thr.with.length),
+          samples: { without: thr.without.map(r1), with: thr.with.map(r1) },
+        },
+      };
+    }
     const load1 = loadavg();
-    const out = {
-      date: new Date().toISOString(),
-      node: process.version,
-      loadavg: { before: load0.map(r1), after: load1.map(r1) },
-      programming: results,
+    if (!programmingResults || !perPacket) throw new Error('no earlier programming / per-packet results in netpol.json: run those sections');
+    const ranMain = sections.includes('programming') || sections.includes('perpacket');
+    const out: Results = {
+      date: ranMain ? new Date().toISOString() : prev!.date,
+      node: ranMain ? process.version : prev!.node,
+      loadavg: ranMain ? { before: load0.map(r1), after: load1.map(r1) } : prev!.loadavg,
+      programming: programmingResults,
       perPacket,
+      ...(prev?.session ? { session: prev.session } : {}),
     };
-    writeFileSync(join(RESULTS, 'netpol.json'), JSON.stringify(out, null, 2) + '\n');
-    const md = [
-      '# bench:netpol',
-      '',
-      `${out.date}, Node ${out.node}, load average (1/5/15 min) before ${out.loadavg.before.join(' / ')}, after ${out.loadavg.after.join(' / ')}.`,
-      'In-process controller, objects in memory (no apiserver); kernel = a node network namespace on this machine.',
-      '',
-      '| pods per node | policies | isolated local pods | initial sync | table text | change | n | p50 | p99 | max | CPU (start + changes) | RSS |',
-      '|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|',
-      ...results.flatMap((r) =>
-        r.change.map(
-          (c) =>
-            `| ${r.podsPerNode} | ${r.policies} | ${r.isolatedPods} | ${r.initialSyncMs} ms | ${Math.round(r.tableBytes / 1024)} KiB | ${c.kind} | ${c.n} | ${c.p50Ms} ms | ${c.p99Ms} ms | ${c.maxMs} ms | ${r.cpuSeconds} s | ${r.rssMB} MB |`,
-        ),
-      ),
-      '',
-      `Per packet, pod c -> pod a (selected by ${nPolicies / APPS} policies; c allowed by the last rule of a's chain), the largest size's table vs the same table without policies (conntrack on in both), ${rounds} rounds, the order flipped every round:`,
-      '',
-      '| | no policies | with policies | added |',
-      '|---|---:|---:|---:|',
-      `| new TCP connection p50 (${nConns} each) | ${perPacket.newConnectionUs.without.p50} us | ${perPacket.newConnectionUs.with.p50} us | ${perPacket.newConnectionUs.addedP50} us |`,
-      `| new TCP connection p99 | ${perPacket.newConnectionUs.without.p99} us | ${perPacket.newConnectionUs.with.p99} us | |`,
-      `| one TCP stream (iperf3 ${iperfSeconds} s, mean of ${rounds}) | ${perPacket.throughputGbps.without} Gbit/s | ${perPacket.throughputGbps.with} Gbit/s | ${r1((perPacket.throughputGbps.with / perPacket.throughputGbps.without - 1) * 100)} % |`,
-      '',
-    ].join('\n');
+
+    if (sections.includes('session')) {
+      const s0 = loadavg();
+      process.stderr.write(`[netpol] nft -i session vs nft -f, ${sessionRounds} rounds per size\n`);
+      const { rows, loadPerRound } = await sessionComparison(fx, table);
+      out.session = {
+        date: new Date().toISOString(),
+        node: process.version,
+        loadavg: { before: s0.map(r1), after: loadavg().map(r1), perRound: loadPerRound },
+        policies: nPolicies,
+        changesPerRun: nChanges,
+        rows,
+      };
+    }
+    writeFileSync(JSON_FILE, JSON.stringify(out, null, 2) + '\n');
+    const md = renderMd(out);
     writeFileSync(join(RESULTS, 'netpol.md'), md);
     process.stdout.write(md);
   } finally {

@@ -226,6 +226,24 @@ describe('NetworkPolicy on a real kernel', () => {
     }
   });
 
+  it('changes go through the long-lived nft; with the table deleted by hand its transaction fails and the retry rebuilds the table', async () => {
+    const fromB = policyObj('x', 'hand', { podSelector: { matchLabels: { pod: 'a' } }, ingress: [{ from: [{ podSelector: { matchLabels: { pod: 'b' } } }] }] });
+    await setPolicies(fromB);
+    expect(ctl.lastApplyVia).toBe('session');
+    expect(ok(fx.probe('c', [`tcp:${IP.a}:8080`], 700))).toEqual([false]);
+    fx.node.exec(['nft', 'delete', 'table', 'inet', table()]);
+    // the next change: its diff names a table that is gone, nft rejects it, and the retry is a full nft -f
+    await setPolicies(fromB, policyObj('x', 'hand-udp', { podSelector: { matchLabels: { pod: 'a' } }, ingress: [{ ports: [{ port: 53, protocol: 'UDP' }] }] }));
+    expect(ctl.lastApplyVia).toBe('nft -f');
+    expect(ctl.lastSyncError).toBeUndefined();
+    expect(ok(fx.probe('c', [`tcp:${IP.a}:8080`, `udp:${IP.a}:53`], 700))).toEqual([false, true]);
+    expect(ok(fx.probe('b', [`tcp:${IP.a}:8080`], 700))).toEqual([true]);
+    // and the session carries the changes after it
+    await setPolicies(fromB);
+    expect(ctl.lastApplyVia).toBe('session');
+    expect(ok(fx.probe('c', [`udp:${IP.a}:53`], 700))).toEqual([false]);
+  });
+
   it('cleanup removes the table', async () => {
     await PolicyController.cleanup(runner, table(), fx.node.path);
     expect(fx.node.exec(['nft', 'list', 'tables'])).not.toContain(table());
