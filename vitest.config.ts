@@ -22,7 +22,8 @@ export default defineConfig({
       { extends: true, test: { name: 'harness', include: ['test/harness/**/*.test.ts'], ...serial } },
       // the e2e tier's per-run cluster: named here, brought up by the first useCluster(), torn down at the end
       { extends: true, test: { name: 'e2e', include: ['test/e2e/**/*.test.ts'], globalSetup: ['test/e2e/setup.ts'], ...serial } },
-      { extends: true, test: { name: 'kind', include: ['test/kind/**/*.test.ts'], ...serial } },
+      // kubectl and docker calls against a 3-node cluster on a shared 2-core machine: minutes, not seconds
+      { extends: true, test: { name: 'kind', include: ['test/kind/**/*.test.ts'], testTimeout: 600_000, ...serial } },
     ],
   },
 });

@@ -112,6 +112,7 @@ progress() {
     /^(Ran [0-9]+ of|FAIL!|SUCCESS!|Test Suite (Passed|Failed))/ { print "[e2e] " $0; fflush() }'
 }
 T_RUN=$SECONDS
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 set +e
 KUBERNETES_CONFORMANCE_TEST=y "$GINKGO" run --procs="$PROCS" --timeout=5h --no-color -v \
   --focus="$FOCUS" ${SKIP:+--skip="$SKIP"} \
@@ -122,6 +123,7 @@ KUBERNETES_CONFORMANCE_TEST=y "$GINKGO" run --procs="$PROCS" --timeout=5h --no-c
 rc=${PIPESTATUS[0]}
 set -e
 RUN_S=$((SECONDS - T_RUN))
+LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 klog "e2e run: exit $rc in $RUN_S s (with builds and image loading: $((SECONDS - T_ALL)) s)"
 
 if [ "$SUMMARY" = 1 ] && [ -f "$OUT/report.json" ]; then
@@ -134,6 +136,7 @@ if [ "$SUMMARY" = 1 ] && [ -f "$OUT/report.json" ]; then
     --meta "e2e.test $K8S_VERSION built from the k8s.io/kubernetes module; ginkgo $("$GINKGO" version | awk '{print $NF}'), $PROCS processes, on $(nproc) cores" \
     --meta "focus \`$FOCUS\`; skip \`${SKIP:-(none)}\`" \
     --meta "images: agnhost built from source; busybox, nginx, jessie-dnsutils, distroless-iptables are stand-ins built from Debian bookworm packages (deploy/kind/images/e2e-stand-ins), under the upstream names" \
-    --meta "wall time of the whole command (builds cached, image loading, run): $((SECONDS - T_ALL)) s" || true
+    --meta "wall time of the whole command (builds cached, image loading, run): $((SECONDS - T_ALL)) s" \
+    --meta "load average (1, 5, 15 min) at the start of the e2e run: $LOAD_START; at its end: $LOAD_END" || true
 fi
 exit "$rc"

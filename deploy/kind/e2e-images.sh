@@ -2,7 +2,8 @@
 # bash deploy/kind/e2e-images.sh [--name CLUSTER] [--no-load]
 # Builds the stand-ins for the e2e-test-images the sig-network tests run, tags them with the names and tags e2e.test
 # expects (test/utils/image/manifest.go), and loads them into the kind cluster's nodes. agnhost 2.59 is the one
-# deploy/kind/images.sh builds from source; 2.55 (the "previous" agnhost) is the same binary under the older tag.
+# deploy/kind/images.sh builds from source (already in the node image); 2.55 (the "previous" agnhost) is the same
+# image under the older tag.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . deploy/kind/lib.sh
@@ -34,14 +35,7 @@ docker image inspect "$AGNHOST" >/dev/null 2>&1 || die "$AGNHOST is missing (dep
 e2e_image_build k8s.io/kubernetes/test/images/regression-issue-74839 regression-issue-74839
 ctx=$(mktemp -d)
 trap 'rm -rf "$ctx"' EXIT
-cp deploy/kind/images/e2e-stand-ins/Dockerfile "$E2E_DIR/bin/regression-issue-74839" "$K8S_BIN/coredns" "$ctx/"
-cp "$(go env GOMODCACHE)/k8s.io/kubernetes@$K8S_VERSION/test/images/agnhost/porter/localhost."{crt,key} "$ctx/"
-
-# agnhost as deploy/kind/images.sh builds it, completed once (the label marks the completed image)
-if [ -z "$(docker image inspect -f '{{index .Config.Labels "dev.flatnet.e2e-agnhost-complete"}}' "$AGNHOST")" ]; then
-  docker build -q --network host --build-arg DEBIAN_IMAGE="$DEBIAN_IMAGE" --build-arg AGNHOST_IMAGE="$AGNHOST" --target agnhost -t "$AGNHOST" "$ctx" >/dev/null \
-    || die "completing $AGNHOST failed"
-fi
+cp deploy/kind/images/e2e-stand-ins/Dockerfile "$E2E_DIR/bin/regression-issue-74839" "$ctx/"
 
 images=("$AGNHOST" "$E2E_REG/agnhost:2.55")
 docker tag "$AGNHOST" "$E2E_REG/agnhost:2.55"

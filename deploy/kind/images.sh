@@ -104,8 +104,10 @@ static_image() { # NAME BIN DOCKERFILE_DIR
 agnhost() {
   local ctx="$CTX_ROOT/agnhost" k
   mkdir -p "$ctx"
-  cp deploy/kind/images/agnhost/Dockerfile "$E2E_DIR/bin/agnhost" "$ctx/"
-  k=$(key "$ctx/Dockerfile" "$ctx/agnhost")
+  cp deploy/kind/images/agnhost/Dockerfile "$E2E_DIR/bin/agnhost" "$K8S_BIN/coredns" "$ctx/"
+  cp "$(go env GOMODCACHE)/k8s.io/kubernetes@$K8S_VERSION/test/images/agnhost/porter/localhost."{crt,key} "$ctx/"
+  chmod u+w "$ctx"/localhost.*
+  k=$(key "$ctx/Dockerfile" "$ctx/agnhost" "$ctx/coredns" "$ctx/localhost.crt")
   [ "$(docker image inspect -f '{{index .Config.Labels "dev.flatnet.key"}}' "$AGNHOST_IMAGE" 2>/dev/null)" = "$k" ] && return 0
   dbuild --network host --build-arg DEBIAN_IMAGE="$DEBIAN_IMAGE" --label "dev.flatnet.key=$k" \
     -t "$AGNHOST_IMAGE" "$ctx" >/dev/null

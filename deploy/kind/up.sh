@@ -67,7 +67,7 @@ apply() {
     || die "$CONFIG's podSubnet $pod is not the clusterCIDR in $OVERLAY (deploy/manifests/config.yaml); make them match"
   [ -z "$svc" ] || grep -q "serviceCIDR: $svc\$" "$KIND_STATE/$NAME-flatnet.yaml" \
     || die "$CONFIG's serviceSubnet $svc is not the serviceCIDR in $OVERLAY (deploy/manifests/config.yaml); make them match"
-  sed -i "s#server: https://flatnet-control-plane:6443#server: https://$NAME-control-plane:6443#" "$KIND_STATE/$NAME-flatnet.yaml"
+  sed -i -E "s#server: https://[a-z0-9.-]+-control-plane:6443#server: https://$NAME-control-plane:6443#" "$KIND_STATE/$NAME-flatnet.yaml"
   local existed=0
   k -n flatnet-system get ds flatnet >/dev/null 2>&1 && existed=1
   k apply -f "$KIND_STATE/$NAME-flatnet.yaml" >/dev/null

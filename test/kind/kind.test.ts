@@ -4,62 +4,47 @@
 // Service's ClusterIP and NodePort, resolve names through CoreDNS, leave the cluster masqueraded, and are isolated by a
 // NetworkPolicy. Then `npm run kind:down`, after which the host's netfilter, links and kernel settings are what they
 // were before kind:up.
-import { execFileSync, type ExecFileSyncOptions } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, realpathSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runPrefix } from '../helpers/prefix.ts';
+import { cidrContainsText } from '../../lib/net/ip.ts';
 import { waitFor } from '../helpers/wait.ts';
+import { AGNHOST, dockerExec, hostState, KindCluster, ROOT, run, sh } from './cluster.ts';
 
-const ROOT = join(import.meta.dirname, '..', '..');
-const CACHE = process.env['FLATNET_CACHE'] ?? '/var/cache/flatnet';
-const KUBECTL = join(CACHE, 'k8s-v1.35.4', 'bin', 'kubectl');
-const AGNHOST = 'registry.k8s.io/e2e-test-images/agnhost:2.59';
-const NAME = `${runPrefix()}-kind`;
 const NS = 'kind-tier';
-
-const run = (cmd: string, args: string[], o: ExecFileSyncOptions = {}): string =>
-  execFileSync(cmd, args, { encoding: 'utf8', stdio: ['pipe', 'pipe', 'pipe'], maxBuffer: 64 << 20, ...o }) as string;
-const sh = (script: string): string => run('bash', ['-c', script]);
-const k = (...args: string[]): string => run(KUBECTL, ['--context', `kind-${NAME}`, ...args]);
-const kApply = (yaml: string): string => run(KUBECTL, ['--context', `kind-${NAME}`, 'apply', '-f', '-'], { input: yaml });
-const dockerExec = (node: string, ...cmd: string[]): string => run('docker', ['exec', node, ...cmd]);
-/** one request from inside a pod (agnhost's connect/curl are not used: the answer's body is what we check) */
-const fromPod = (pod: string, url: string): string =>
-  k('-n', NS, 'exec', pod, '--', 'curl', '-sS', '--max-time', '3', url).trim();
-
-/** host state kind:up may touch: netfilter of the host's namespace, links, kernel settings */
-function hostState(): Record<string, string> {
-  const sysctls = ['vm.overcommit_memory', 'vm.panic_on_oom', 'kernel.panic', 'kernel.panic_on_oops', 'kernel.keys.root_maxkeys',
-    'kernel.keys.root_maxbytes', 'net.ipv4.ip_forward', 'net.ipv6.conf.all.forwarding'];
-  const strip = (s: string) => s.split('\n').filter((l) => !l.startsWith('#')).map((l) => l.replace(/\[\d+:\d+\]/, '')).join('\n');
-  return {
-    iptables: strip(sh('iptables-save 2>/dev/null || true')),
-    ip6tables: strip(sh('ip6tables-save 2>/dev/null || true')),
-    // our other tiers' tables come and go with their own prefixes; the host's own are what must not change
-    nft: sh("nft list tables 2>/dev/null | grep -v -E ' (ft|fn)[0-9a-f]{4}' || true"),
-    // what an engine and kind add (other tiers' links come and go with their own prefixes)
-    links: sh("ls /sys/class/net | grep -E '^(docker|br-|veth|kind)' || true"),
-    sysctls: sysctls.map((s) => `${s}=${sh(`sysctl -n ${s} 2>/dev/null || true`).trim()}`).join('\n'),
-    brNetfilter: sh('[ -d /sys/module/br_netfilter ] && echo loaded || echo absent').trim(),
-  };
-}
+const cluster = new KindCluster('kind-config.yaml', 'kind');
+const NAME = cluster.name;
+const k = (...args: string[]): string => cluster.k(...args);
+const kApply = (yaml: string): string => cluster.apply(yaml);
+const fromPod = (pod: string, url: string): string => cluster.fromPod(NS, pod, url);
 
 interface PodView { name: string; node: string; ip: string }
 let before: Record<string, string> = {};
-let tmp = '';
 let nodes: { name: string; ip: string; podCIDR: string }[] = [];
 let pods: PodView[] = [];
 let externalIP = '';
 const external = `${NAME}-external`;
 
-function inCidr(ip: string, cidr: string): boolean {
-  const [net, bits] = cidr.split('/') as [string, string];
-  const n = (a: string) => a.split('.').reduce((x, o) => x * 256 + Number(o), 0);
-  const size = 2 ** (32 - Number(bits));
-  return Math.floor(n(ip) / size) === Math.floor(n(net) / size);
+function switchMode(mode: 'iptables' | 'nftables'): void {
+  const cm = JSON.parse(k('-n', 'flatnet-system', 'get', 'configmap', 'flatnet-config', '-o', 'json')) as { data: Record<string, string> };
+  cm.data['config.yaml'] = cm.data['config.yaml']!.replace(/^mode: *[a-z]+/m, `mode: ${mode}`);
+  k('-n', 'flatnet-system', 'patch', 'configmap', 'flatnet-config', '--type', 'merge', '-p', JSON.stringify({ data: { 'config.yaml': cm.data['config.yaml'] } }));
+  k('-n', 'flatnet-system', 'rollout', 'restart', 'ds/flatnet');
+  k('-n', 'flatnet-system', 'rollout', 'status', 'ds/flatnet', '--timeout=300s');
+}
+
+/** polls a synchronous read until it stops throwing (a file the pod writes when its loop ends) */
+function waitForSync(fn: () => string): string {
+  for (let i = 0; ; i++) {
+    try {
+      return fn();
+    } catch (e) {
+      if (i > 60) throw e;
+      execFileSync('sleep', ['1']);
+    }
+  }
 }
 
 describe('kind: npm run kind:up, a 3-node cluster running flatnet', () => {
@@ -68,33 +53,10 @@ describe('kind: npm run kind:up, a 3-node cluster running flatnet', () => {
     // a fresh machine has it (with other kind clusters running it leaves everything, and so does the end of this run)
     run('npm', ['run', '-s', 'kind:down', '--', '--name', NAME], { cwd: ROOT, stdio: 'inherit' });
     before = hostState();
-    tmp = mkdtempSync(join(tmpdir(), `${NAME}-`));
-    const cfg = readFileSync(join(ROOT, 'kind-config.yaml'), 'utf8').replace(/^name: .*$/m, `name: ${NAME}`);
-    writeFileSync(join(tmp, 'kind.yaml'), cfg);
-    run('npm', ['run', '-s', 'kind:up', '--', '--config', join(tmp, 'kind.yaml')], { cwd: ROOT, stdio: 'inherit' });
-
-    const raw = JSON.parse(k('get', 'nodes', '-o', 'json')) as { items: { metadata: { name: string }; spec: { podCIDR: string }; status: { addresses: { type: string; address: string }[] } }[] };
-    nodes = raw.items.map((n) => ({
-      name: n.metadata.name,
-      ip: n.status.addresses.find((a) => a.type === 'InternalIP')?.address ?? '',
-      podCIDR: n.spec.podCIDR,
-    }));
+    cluster.up();
+    nodes = cluster.nodes().map((n) => ({ name: n.name, ip: n.ips[0]!, podCIDR: n.podCIDRs[0]! }));
     // one agnhost netexec pod on every node (the control plane's taint tolerated), and a Service in front of them
-    k('create', 'namespace', NS);
-    for (const n of nodes) {
-      kApply(`apiVersion: v1
-kind: Pod
-metadata: { name: netexec-${n.name.replace(`${NAME}-`, '')}, namespace: ${NS}, labels: { app: netexec } }
-spec:
-  nodeName: ${n.name}
-  tolerations: [{ operator: Exists }]
-  containers:
-    - name: agnhost
-      image: ${AGNHOST}
-      imagePullPolicy: Never
-      args: ["netexec", "--http-port=8080", "--udp-port=8081"]
-`);
-    }
+    pods = cluster.netexecPods(NS).map((p) => ({ name: p.name, node: p.node, ip: p.ips[0]! }));
     kApply(`apiVersion: v1
 kind: Service
 metadata: { name: netexec, namespace: ${NS} }
@@ -103,9 +65,6 @@ spec:
   selector: { app: netexec }
   ports: [{ name: http, port: 80, targetPort: 8080, protocol: TCP }]
 `);
-    k('-n', NS, 'wait', '--for=condition=Ready', 'pod', '-l', 'app=netexec', '--timeout=180s');
-    const p = JSON.parse(k('-n', NS, 'get', 'pods', '-o', 'json')) as { items: { metadata: { name: string }; spec: { nodeName: string }; status: { podIP: string } }[] };
-    pods = p.items.map((i) => ({ name: i.metadata.name, node: i.spec.nodeName, ip: i.status.podIP }));
     // a server outside the cluster, on the nodes' Docker network
     run('docker', ['run', '-d', '--name', external, '--network', 'kind', '--entrypoint', '/agnhost', AGNHOST, 'netexec', '--http-port=8080']);
     externalIP = run('docker', ['inspect', '-f', '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}', external]).trim();
@@ -117,8 +76,7 @@ spec:
     } catch {
       // not created
     }
-    run('npm', ['run', '-s', 'kind:down', '--', '--name', NAME], { cwd: ROOT, stdio: 'inherit' });
-    if (tmp) rmSync(tmp, { recursive: true, force: true });
+    cluster.down();
   }, 600_000);
 
   it('every node is Ready, with flatnet running and its plugins and conflist installed', () => {
@@ -146,7 +104,7 @@ spec:
     for (const p of pods) {
       const node = nodes.find((n) => n.name === p.node);
       expect(node, p.name).toBeDefined();
-      expect(inCidr(p.ip, node!.podCIDR), `${p.ip} in ${node!.podCIDR}`).toBe(true);
+      expect(cidrContainsText(node!.podCIDR, p.ip), `${p.ip} in ${node!.podCIDR}`).toBe(true);
     }
     expect(new Set(pods.map((p) => p.ip)).size).toBe(3);
   });
@@ -193,13 +151,41 @@ spec:
     }
   });
 
-  it('pods resolve Service names through CoreDNS', () => {
+  it('pods resolve Service names through the kube-dns Service, over UDP and over TCP', () => {
     const ip = k('-n', NS, 'get', 'svc', 'netexec', '-o', 'jsonpath={.spec.clusterIP}');
+    const dns = k('-n', 'kube-system', 'get', 'svc', 'kube-dns', '-o', 'jsonpath={.spec.clusterIP}');
     for (const a of pods) {
-      const out = k('-n', NS, 'exec', a.name, '--', 'dig', '+short', '+time=3', '+tries=2', `netexec.${NS}.svc.cluster.local`);
-      expect(out.trim(), a.name).toBe(ip);
+      for (const transport of ['+notcp', '+tcp']) {
+        const out = k('-n', NS, 'exec', a.name, '--', 'dig', `@${dns}`, transport, '+short', '+time=3', '+tries=2', `netexec.${NS}.svc.cluster.local`);
+        expect(out.trim(), `${a.name} ${transport}`).toBe(ip);
+      }
       expect(fromPod(a.name, 'http://netexec/hostname')).toMatch(/^netexec-/);
     }
+  });
+
+  it('hostPort: the pod answers on its node address; deleting the pod removes the mapping (CNI DEL through kubelet)', async () => {
+    const node = nodes.find((n) => n.name.endsWith('-worker'))!;
+    const hostPort = 31180;
+    kApply(`apiVersion: v1
+kind: Pod
+metadata: { name: hostport, namespace: ${NS} }
+spec:
+  nodeName: ${node.name}
+  containers:
+    - name: agnhost
+      image: ${AGNHOST}
+      imagePullPolicy: Never
+      args: ["netexec", "--http-port=8080"]
+      ports: [{ containerPort: 8080, hostPort: ${hostPort}, protocol: TCP }]
+`);
+    k('-n', NS, 'wait', '--for=condition=Ready', 'pod/hostport', '--timeout=120s');
+    const rules = () => dockerExec(node.name, 'sh', '-c', `{ iptables-save; nft list ruleset; } 2>/dev/null | grep -c ${hostPort} || true`).trim();
+    expect(Number(rules())).toBeGreaterThan(0);
+    expect(await waitFor('host -> hostPort', () => sh(`curl -sS --max-time 3 http://${node.ip}:${hostPort}/hostname`).trim())).toBe('hostport');
+    const other = pods.find((p) => p.node !== node.name)!;
+    expect(fromPod(other.name, `http://${node.ip}:${hostPort}/hostname`)).toBe('hostport');
+    k('-n', NS, 'delete', 'pod', 'hostport', '--wait=true', '--timeout=120s');
+    await waitFor('hostPort rules removed', () => rules() === '0', 60_000, 500);
   });
 
   it('traffic leaving the cluster is masqueraded to the node address', () => {
@@ -233,6 +219,115 @@ spec:
     expect(fromPod(allowed.name, url)).toBe(target.name);
     k('-n', NS, 'delete', 'networkpolicy', 'only-clients');
     await waitFor(`${denied.name} -> ${target.name} allowed again`, () => fromPod(denied.name, url) === target.name, 60_000, 200);
+  });
+
+  // The mode is switched the way users and kind:conformance do it: the ConfigMap, then a DaemonSet rollout.
+  for (const mode of ['nftables', 'iptables'] as const) {
+    it(`proxy mode ${mode} (switched through the ConfigMap): its rules on every node, ClusterIP, NodePort, affinity, externalTrafficPolicy Local`, async () => {
+      switchMode(mode);
+      for (const n of nodes) {
+        const state = mode === 'nftables'
+          ? dockerExec(n.name, 'nft', 'list', 'tables')
+          : dockerExec(n.name, 'sh', '-c', 'iptables-save -t nat');
+        expect(state, n.name).toContain(mode === 'nftables' ? 'table ip flatnet-proxy' : ':FLATNET-SERVICES');
+      }
+      const ip = k('-n', NS, 'get', 'svc', 'netexec', '-o', 'jsonpath={.spec.clusterIP}');
+      const port = k('-n', NS, 'get', 'svc', 'netexec', '-o', 'jsonpath={.spec.ports[0].nodePort}');
+      for (const a of pods) {
+        const seen = new Set<string>();
+        await waitFor(`${mode}: ${a.name} reaching all backends through ${ip}`, () => {
+          seen.add(fromPod(a.name, `http://${ip}/hostname`));
+          return seen.size === 3;
+        }, 60_000, 50);
+      }
+      for (const n of nodes) {
+        expect(pods.map((p) => p.name)).toContain(await waitFor(`${mode}: host -> ${n.ip}:${port}`, () => sh(`curl -sS --max-time 3 http://${n.ip}:${port}/hostname`).trim()));
+      }
+      // ClientIP affinity: one client, one backend
+      kApply(`apiVersion: v1
+kind: Service
+metadata: { name: sticky, namespace: ${NS} }
+spec:
+  selector: { app: netexec }
+  sessionAffinity: ClientIP
+  ports: [{ port: 80, targetPort: 8080 }]
+`);
+      const sticky = k('-n', NS, 'get', 'svc', 'sticky', '-o', 'jsonpath={.spec.clusterIP}');
+      const client = pods[0]!;
+      await waitFor(`${mode}: sticky reachable`, () => fromPod(client.name, `http://${sticky}/hostname`));
+      const answers = new Set<string>();
+      for (let i = 0; i < 20; i++) answers.add(fromPod(client.name, `http://${sticky}/hostname`));
+      expect(answers.size).toBe(1);
+      // externalTrafficPolicy Local: the host's own address arrives at the pod (no SNAT) on the endpoint's node
+      const target = pods.find((p) => p.node.endsWith('-worker'))!;
+      const targetNode = nodes.find((n) => n.name === target.node)!;
+      k('-n', NS, 'label', 'pod', target.name, 'local=yes', '--overwrite');
+      kApply(`apiVersion: v1
+kind: Service
+metadata: { name: local, namespace: ${NS} }
+spec:
+  type: NodePort
+  externalTrafficPolicy: Local
+  selector: { local: "yes" }
+  ports: [{ port: 80, targetPort: 8080 }]
+`);
+      const localPort = k('-n', NS, 'get', 'svc', 'local', '-o', 'jsonpath={.spec.ports[0].nodePort}');
+      const hostAddr = / src (\S+)/.exec(sh(`ip -4 -o route get ${targetNode.ip}`))?.[1];
+      const seenFrom = await waitFor(`${mode}: host -> Local NodePort`, () => sh(`curl -sS --max-time 3 http://${targetNode.ip}:${localPort}/clientip`).trim());
+      expect(seenFrom.split(':')[0]).toBe(hostAddr);
+      k('-n', NS, 'delete', 'svc', 'sticky', 'local');
+    });
+  }
+
+  it('a rollout restart of the flatnet DaemonSet under a client loop loses no request', () => {
+    const ip = k('-n', NS, 'get', 'svc', 'netexec', '-o', 'jsonpath={.spec.clusterIP}');
+    const client = pods[0]!;
+    k('-n', NS, 'exec', client.name, '--', 'rm', '-f', '/tmp/stop', '/tmp/loop.out');
+    // the loop runs in the pod until told to stop, counting answered and failed requests
+    k('-n', NS, 'exec', client.name, '--', 'sh', '-c',
+      `nohup sh -c 'ok=0; fail=0; while [ ! -f /tmp/stop ]; do if curl -s --max-time 2 -o /dev/null http://${ip}/hostname; then ok=$((ok+1)); else fail=$((fail+1)); fi; done; echo "$ok $fail" > /tmp/loop.out' >/dev/null 2>&1 &`);
+    k('-n', 'flatnet-system', 'rollout', 'restart', 'ds/flatnet');
+    k('-n', 'flatnet-system', 'rollout', 'status', 'ds/flatnet', '--timeout=300s');
+    k('-n', NS, 'exec', client.name, '--', 'touch', '/tmp/stop');
+    const out = waitForSync(() => k('-n', NS, 'exec', client.name, '--', 'cat', '/tmp/loop.out').trim());
+    const [ok, fail] = out.split(' ').map(Number) as [number, number];
+    expect(ok).toBeGreaterThan(50);
+    expect(fail).toBe(0);
+  });
+
+  it('pod churn with a kubelet restart in the middle leaves no stale IP allocation, veth or CNI state', async () => {
+    const node = nodes.find((n) => n.name.endsWith('-worker2'))!;
+    const churn = (i: number) => `apiVersion: v1
+kind: Pod
+metadata: { name: churn-${i}, namespace: ${NS}, labels: { churn: "yes" } }
+spec:
+  nodeName: ${node.name}
+  terminationGracePeriodSeconds: 1
+  containers: [{ name: pause, image: ${AGNHOST}, imagePullPolicy: Never, args: ["pause"] }]
+`;
+    for (let i = 0; i < 8; i++) kApply(churn(i));
+    k('-n', NS, 'wait', '--for=condition=Ready', 'pod', '-l', 'churn=yes', '--timeout=180s');
+    k('-n', NS, 'delete', 'pod', 'churn-0', 'churn-1', 'churn-2', 'churn-3', '--wait=false');
+    dockerExec(node.name, 'systemctl', 'restart', 'kubelet');
+    for (let i = 8; i < 12; i++) kApply(churn(i));
+    k('-n', NS, 'delete', 'pod', 'churn-4', 'churn-5', '--wait=false');
+    dockerExec(node.name, 'systemctl', 'restart', 'kubelet');
+    await waitFor('churn settled', () => {
+      const left = k('-n', NS, 'get', 'pods', '-l', 'churn=yes', '-o', 'jsonpath={range .items[*]}{.metadata.name} {.status.phase} {.metadata.deletionTimestamp}{"\\n"}{end}').trim().split('\n');
+      return left.length === 6 && left.every((l) => / Running $/.test(l));
+    }, 240_000, 1000);
+    k('-n', NS, 'delete', 'pod', '-l', 'churn=yes', '--wait=true', '--timeout=180s');
+    // what the node holds must be exactly what its remaining pods use
+    const expected = JSON.parse(k('get', 'pods', '-A', '--field-selector', `spec.nodeName=${node.name}`, '-o', 'json')) as { items: { spec: { hostNetwork?: boolean }; status: { podIP?: string } }[] };
+    const podIPs = expected.items.filter((i) => !i.spec.hostNetwork).map((i) => i.status.podIP ?? '').sort();
+    await waitFor('allocations equal the pods on the node', () => {
+      const files = dockerExec(node.name, 'sh', '-c', 'ls /var/lib/cni/networks/flatnet 2>/dev/null | grep -E "^[0-9a-f.:]+$" || true').trim();
+      return JSON.stringify(files ? files.split('\n').sort() : []) === JSON.stringify(podIPs);
+    }, 60_000, 500);
+    const veths = dockerExec(node.name, 'sh', '-c', 'ip -o link show master cni0 type veth 2>/dev/null | wc -l').trim();
+    expect(Number(veths)).toBe(podIPs.length);
+    const state = dockerExec(node.name, 'sh', '-c', 'ls /var/lib/cni/flatnet 2>/dev/null | grep -c json || true').trim();
+    expect(Number(state)).toBe(podIPs.length);
   });
 });
 

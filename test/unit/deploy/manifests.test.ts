@@ -15,7 +15,7 @@ function docs(rel: string): Obj[] {
   for (const d of all) expect(d.errors, `${rel}: ${d.errors.join('; ')}`).toEqual([]);
   return all.map((d) => d.toJS() as Obj).filter(Boolean);
 }
-const manifests = () => readdirSync(join(root, 'deploy/manifests')).flatMap((f) => docs(`deploy/manifests/${f}`));
+const manifests = () => readdirSync(join(root, 'deploy/manifests')).filter((f) => f !== 'kustomization.yaml').flatMap((f) => docs(`deploy/manifests/${f}`));
 const find = (kind: string) => {
   const o = manifests().find((m) => m.kind === kind);
   expect(o, kind).toBeDefined();
@@ -67,8 +67,12 @@ describe('kind configs', () => {
 
 describe('deploy/ manifests', () => {
   it('kustomization lists every manifest', () => {
-    const [k] = docs('deploy/kustomization.yaml');
-    expect((k!.resources as string[]).sort()).toEqual(readdirSync(join(root, 'deploy/manifests')).map((f) => `manifests/${f}`).sort());
+    const [k] = docs('deploy/manifests/kustomization.yaml');
+    const manifests = readdirSync(join(root, 'deploy/manifests')).filter((f) => f !== 'kustomization.yaml');
+    expect((k!.resources as string[]).sort()).toEqual(manifests.sort());
+    // deploy/ and each overlay build on that one list
+    expect(docs('deploy/kustomization.yaml')[0]!.resources).toEqual(['manifests']);
+    for (const o of readdirSync(join(root, 'deploy/overlays'))) expect(docs(`deploy/overlays/${o}/kustomization.yaml`)[0]!.resources, o).toEqual(['../../manifests']);
   });
 
   it('RBAC grants exactly what the daemon uses', () => {
