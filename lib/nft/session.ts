@@ -5,6 +5,8 @@
 // line whatever the ruleset holds (a listing would fail, and print nothing to wait for, once the table is gone), which
 // tells where the transaction's output ends; an "Error:" before it means the batch was rejected. stderr is merged
 // into stdout (`2>&1` in a shell) so that the error and the marker arrive in order.
+// nft's line editor keeps every line in its history, in memory, and writes it to $HOME/.nft.history when its input
+// ends: HOME names a directory that does not exist, and the process is replaced after `recycleAfterBytes` of input.
 
 import { spawn, type ChildProcess } from 'node:child_process';
 
@@ -17,6 +19,8 @@ export interface NftSessionOptions {
   netns?: string;
   /** longest transaction sent through the session (longer ones: use `nft -f`) */
   maxLineBytes?: number;
+  /** start a new nft once this much input went to the current one (its history grows by every line; default 4 MiB) */
+  recycleAfterBytes?: number;
 }
 
 const MARKER_CMD = 'describe meta mark';
@@ -29,6 +33,7 @@ export class NftSession {
   private buf = '';
   private waiter: ((text: string) => void) | undefined;
   private failed: Error | undefined;
+  private sent = 0;
 
   constructor(o: NftSessionOptions = {}) {
     this.o = o;
@@ -47,9 +52,10 @@ export class NftSession {
   private start(): ChildProcess {
     const cmd = 'exec nft -i 2>&1';
     const argv = this.o.netns ? ['nsenter', `--net=${this.o.netns}`, '--', 'sh', '-c', cmd] : ['sh', '-c', cmd];
-    const p = spawn(argv[0]!, argv.slice(1), { stdio: ['pipe', 'pipe', 'ignore'] });
+    const p = spawn(argv[0]!, argv.slice(1), { stdio: ['pipe', 'pipe', 'ignore'], env: { ...process.env, HOME: '/nonexistent' } });
     this.buf = '';
     this.failed = undefined;
+    this.sent = 0;
     p.stdout!.on('data', (d: Buffer) => {
       if (this.proc !== p) return;
       this.buf += String(d);
@@ -94,13 +100,16 @@ export class NftSession {
     if (this.waiter) throw new NftSessionError('transactions must not overlap');
     if (!this.proc) this.proc = this.start();
     const out = new Promise<string>((r) => (this.waiter = r));
-    this.proc.stdin!.write(`${line}\n${MARKER_CMD}\n`);
+    const input = `${line}\n${MARKER_CMD}\n`;
+    this.proc.stdin!.write(input);
+    this.sent += Buffer.byteLength(input);
     const result = await out;
     if (/(^|\n)Error:/.test(result)) {
       // the process's cache may now be unreliable: start afresh next time
       await this.close();
       throw new NftSessionError(result.trim().slice(0, 2000));
     }
+    if (this.sent >= (this.o.recycleAfterBytes ?? 4 << 20)) await this.close();
   }
 
   /** Ends the nft process; resolves once it has exited. */

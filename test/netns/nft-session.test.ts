@@ -82,6 +82,22 @@ describe('NftSession', () => {
     expect(list()).toContain('10.0.0.8');
   });
 
+  it('replaced by a new process after recycleAfterBytes of input', async () => {
+    const small = new NftSession({ netns: ns.path, recycleAfterBytes: 300 });
+    try {
+      const pids: number[] = [];
+      for (let i = 0; i < 6; i++) {
+        await small.apply(new NftTransaction().addElements('inet', T, 'peers', [`10.0.1.${i}`]).render());
+        if (small.pid) pids.push(small.pid);
+      }
+      // each transaction is ~70 bytes with its marker line: a new process every few transactions
+      expect(new Set(pids).size).toBeGreaterThan(1);
+      expect(list()).toContain('10.0.1.5');
+    } finally {
+      await small.close();
+    }
+  });
+
   it('close ends the process', async () => {
     await s.apply(new NftTransaction().addElements('inet', T, 'peers', ['10.0.0.10']).render());
     const pid = s.pid!;
