@@ -17,6 +17,8 @@ export interface ConntrackEntry {
   /** the reply direction's source: the real server after DNAT */
   readonly replySrc: string;
   readonly replySport?: number;
+  /** TCP's conntrack state (ESTABLISHED, TIME_WAIT, ...); absent for other protocols */
+  readonly tcpState?: string;
 }
 
 /** Parses `conntrack -L` output (one entry a line, the default format, with or without the leading l3 column). */
@@ -42,6 +44,7 @@ export function parseConntrack(text: string): ConntrackEntry[] {
     const rs = normalizeIP(src[1]!);
     if (!os || !od || !rs) continue;
     const num = (v: string | undefined): number | undefined => (v !== undefined && /^\d+$/.test(v) ? Number(v) : undefined);
+    const state = proto === 'tcp' ? words.slice(i, words.indexOf(`src=${src[0]}`)).find((w) => /^[A-Z_]+$/.test(w)) : undefined;
     const e: ConntrackEntry = {
       family: os.includes(':') ? 6 : 4,
       proto,
@@ -51,6 +54,7 @@ export function parseConntrack(text: string): ConntrackEntry[] {
       ...(num(kv.sport?.[0]) !== undefined ? { origSport: num(kv.sport?.[0]) } : {}),
       ...(num(kv.dport?.[0]) !== undefined ? { origDport: num(kv.dport?.[0]) } : {}),
       ...(num(kv.sport?.[1]) !== undefined ? { replySport: num(kv.sport?.[1]) } : {}),
+      ...(state ? { tcpState: state } : {}),
     };
     out.push(e);
   }
@@ -71,12 +75,21 @@ export function deleteCommand(e: ConntrackEntry): string[] {
   return c;
 }
 
+/**
+ * TCP entries of flows that are over (reset or closed): nothing passes on them any more, and a SYN that matches one
+ * makes conntrack drop the entry and start a new flow, which policy judges. Deleting them would only cost time: a
+ * client that opened many short connections leaves one per connection (over a thousand after a connection benchmark,
+ * each a `conntrack -D` of its own).
+ */
+const FINISHED_TCP = new Set(['CLOSE', 'TIME_WAIT']);
+
 /** Entries touching a local pod that the state no longer allows, as deletion commands. */
 export function planFlowDeletions(state: PolicyState, entries: readonly ConntrackEntry[], nodeIPs: ReadonlySet<string>): string[][] {
   const byIP = localPodByIP(state);
   const out: string[][] = [];
   for (const e of entries) {
     if (!byIP.has(e.origSrc) && !byIP.has(e.replySrc)) continue;
+    if (e.tcpState && FINISHED_TCP.has(e.tcpState)) continue;
     if (!flowAllowed(state, entryFlow(e), nodeIPs, byIP)) out.push(deleteCommand(e));
   }
   return out;

@@ -17,7 +17,11 @@
 //    changes of 1. with the session on and off, --session-rounds rounds per size, the order flipped every round, a
 //    fresh controller each time; per change the time in the kernel-apply step and change -> committed, and CPU for
 //    start + changes including the nft children (read after the controller stopped, so the session's nft is counted).
-// --sections programming,perpacket,session (default all): sections not run keep their last results in netpol.json.
+// 4. --sections knp (not in the default: it builds kube-network-policies v0.8.0 from its Go module and brings up a
+//    local cluster for its apiserver): flatnet and kube-network-policies on the same pods, policies and kernel, in
+//    one run (test/bench/netpol-knp.ts); --knp-rounds (3), --knp-flips (5).
+// --sections programming,perpacket,session (default; knp on request): sections not run keep their last results in
+// netpol.json.
 // Results: test/bench/results/netpol.{json,md}, with the load average before and after each section.
 
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
@@ -31,6 +35,7 @@ import { deleteProgram, fullProgram, render } from '../../proxy/policy/render.ts
 import { killChildren } from '../helpers/netns.ts';
 import { IP, setupPolicyFixture, type PolicyFixture } from '../netns/policy-fixture.ts';
 import { nsObj, podObj, policyObj } from '../unit/proxy/policy/fixtures.ts';
+import { knpSection, type KnpResult } from './netpol-knp.ts';
 import { opt, pct, r1 } from './util.ts';
 
 const HERE = dirname(new URL(import.meta.url).pathname);
@@ -47,6 +52,8 @@ const nConns = Number(opt('conns', '3000'));
 const iperfSeconds = Number(opt('iperf-seconds', '5'));
 const sections = opt('sections', 'programming,perpacket,session').split(',');
 const sessionRounds = Number(opt('session-rounds', '4'));
+const knpRounds = Number(opt('knp-rounds', '3'));
+const knpFlips = Number(opt('knp-flips', '5'));
 
 /** synthetic pod i: app label, namespace, node; IPs outside the fixture's subnets (no packets go to them) */
 function synthPod(i: number, local: boolean, app = `app${i % APPS}`): Record<string, unknown> {
@@ -257,6 +264,7 @@ interface Results {
   programming: SizeResult[];
   perPacket: PerPacket & { rounds?: number; iperfSeconds?: number; policies?: number };
   session?: { date: string; node: string; loadavg: { before: number[]; after: number[]; perRound: number[] }; policies: number; changesPerRun: number; rows: SessionRow[] };
+  knp?: KnpResult & { date: string; node: string; loadavg: { before: number[]; after: number[] } };
 }
 
 const JSON_FILE = join(RESULTS, 'netpol.json');
@@ -308,6 +316,35 @@ function renderMd(out: Results): string {
       '',
     );
   }
+  const kn = out.knp;
+  if (kn) {
+    const modes = (['none', 'flatnet', 'knp'] as const).filter((m) => kn.newConnectionUs[m]);
+
+    const label = { none: 'no policy (flatnet\'s table without policies)', flatnet: 'flatnet', knp: `kube-network-policies ${kn.version}` };
+    const med = (xs: number[]): number => r1(pct(xs, 50));
+    lines.push(
+      '## Beside kube-network-policies',
+      '',
+      `${kn.date}, Node ${kn.node}, load average (1/5/15 min) before ${kn.loadavg.before.join(' / ')}, after ${kn.loadavg.after.join(' / ')}.`,
+      ...(kn.knpSkipped ? [`kube-network-policies ${kn.version} was built but did not run: ${kn.knpSkipped}. flatnet alone below, measured the way the comparison would.`, ''] : []),
+      `Both read the same ${kn.policies} NetworkPolicies, 10 namespaces and Pod objects a and c from one apiserver (a local cluster) and enforce on the same node namespace, each alone; ` +
+        `${kn.rounds} rounds, the order rotating; before measuring, each is checked to drop c -> a:8080 and pass c -> a:7000. ` +
+        'kube-network-policies runs with --disable-nri (its pod addresses come from the API, as here for flatnet). ' +
+        'Below the table: pod c relabelled out of the allowed peers (deny) and back (allow) through the API, the time from the write to flatnet\'s transaction committed in the kernel (apiserver, watch, sync; checked with a connection after each).',
+      '',
+      `| | new TCP connection p50 | p90 | p99 (${kn.connectionsPerMode} each) | one TCP stream (iperf3, mean of ${kn.rounds}) |`,
+      '|---|---:|---:|---:|---:|',
+      ...modes.map((m) => `| ${label[m]} | ${kn.newConnectionUs[m]!.p50} us | ${kn.newConnectionUs[m]!.p90} us | ${kn.newConnectionUs[m]!.p99} us | ${kn.throughputGbps[m]!.mean} Gbit/s |`),
+      '',
+      ...(kn.knpCpuSecondsPer1000Conns !== undefined
+        ? [`kube-network-policies: ${kn.knpCpuSecondsPer1000Conns} CPU seconds per 1,000 new connections (its verdicts in user space), peak RSS ${kn.knpPeakRssMB} MB. flatnet decides in the kernel: no user-space CPU per connection.`, '']
+        : []),
+      '| API write -> committed in the kernel | deny p50 | deny max | allow p50 | allow max | samples (deny; allow) |',
+      '|---|---:|---:|---:|---:|---|',
+      `| flatnet | ${med(kn.flipMs.flatnet.deny)} ms | ${r1(Math.max(...kn.flipMs.flatnet.deny))} ms | ${med(kn.flipMs.flatnet.allow)} ms | ${r1(Math.max(...kn.flipMs.flatnet.allow))} ms | ${kn.flipMs.flatnet.deny.join(', ')}; ${kn.flipMs.flatnet.allow.join(', ')} |`,
+      '',
+    );
+  }
   return lines.join('\n');
 }
 
@@ -333,17 +370,19 @@ async function main(): Promise<void> {
       }
     }
 
-    if (sections.includes('perpacket')) {
-      const bin = join(dir, 'connlat');
+    const bin = join(dir, 'connlat');
+    if (sections.includes('perpacket') || sections.includes('knp')) {
       execFileSync('gcc', ['-O2', '-o', bin, join(HERE, 'connlat.c')]);
       serve(fx, [bin, 'server', '7000'], procs);
       serve(fx, ['iperf3', '-s', '-p', '5201'], procs);
       await new Promise((r) => setTimeout(r, 500));
+    }
+    const empty = fullProgram(table, render(computeState({ policies: [], pods: [], namespaces: new Map() }, 'n1'))).render();
+    if (sections.includes('perpacket')) {
       // per-packet cost: the largest table loaded vs none, alternating
       const nft = (text: string): void => {
         execFileSync('ip', ['netns', 'exec', fx.node.name, 'nft', '-f', '-'], { input: text });
       };
-      const empty = fullProgram(table, render(computeState({ policies: [], pods: [], namespaces: new Map() }, 'n1'))).render();
       const lat = { with: [] as number[], without: [] as number[] };
       const thr = { with: [] as number[], without: [] as number[] };
       const rounds = 4;
@@ -387,6 +426,7 @@ async function main(): Promise<void> {
       programming: programmingResults,
       perPacket,
       ...(prev?.session ? { session: prev.session } : {}),
+      ...(prev?.knp ? { knp: prev.knp } : {}),
     };
 
     if (sections.includes('session')) {
@@ -401,6 +441,31 @@ async function main(): Promise<void> {
         changesPerRun: nChanges,
         rows,
       };
+    }
+    if (sections.includes('knp')) {
+      const k0 = loadavg();
+      process.stderr.write(`[netpol] beside kube-network-policies, ${knpRounds} rounds\n`);
+      const policies = [
+        ...Array.from({ length: nPolicies }, (_, i) => synthPolicy(i)),
+        policyObj('ns0', 'zz-bench', {
+          podSelector: { matchLabels: { role: 'server' } },
+          ingress: [{ from: [{ podSelector: { matchLabels: { role: 'bench-client' } } }], ports: [{ port: 7000 }, { port: 5201 }] }],
+        }),
+      ];
+      const res = await knpSection({
+        fx,
+        table,
+        emptyProgram: empty,
+        connlat: (n) => connlat(fx, bin, n),
+        iperf: () => iperf(fx),
+        namespaces: NS,
+        policies,
+        conns: nConns,
+        rounds: knpRounds,
+        flips: knpFlips,
+        log: (m) => process.stderr.write(`[netpol] ${m}\n`),
+      });
+      out.knp = { ...res, date: new Date().toISOString(), node: process.version, loadavg: { before: k0.map(r1), after: loadavg().map(r1) } };
     }
     writeFileSync(JSON_FILE, JSON.stringify(out, null, 2) + '\n');
     const md = renderMd(out);

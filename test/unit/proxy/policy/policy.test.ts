@@ -435,16 +435,20 @@ describe('conntrack re-check', () => {
     'tcp      6 431999 ESTABLISHED src=172.30.0.2 dst=10.244.1.2 sport=40002 dport=8080 src=10.244.1.2 dst=172.30.0.2 sport=8080 dport=40002 [ASSURED] mark=0 use=1',
     'icmp     1 29 src=10.244.1.6 dst=10.244.1.2 type=8 code=0 id=7 src=10.244.1.2 dst=10.244.1.6 type=0 code=0 id=7 mark=0 use=1',
     'udp      17 20 src=10.244.9.9 dst=10.244.9.8 sport=1 dport=2 [UNREPLIED] src=10.244.9.8 dst=10.244.9.9 sport=2 dport=1 mark=0 use=1',
+    // finished flows of the same client: reset (CLOSE) and closed (TIME_WAIT)
+    'tcp      6 9 CLOSE src=10.244.1.6 dst=10.244.1.2 sport=40003 dport=8080 src=10.244.1.2 dst=10.244.1.6 sport=8080 dport=40003 [ASSURED] mark=0 use=1',
+    'ipv4     2 tcp      6 110 TIME_WAIT src=10.244.1.6 dst=10.244.1.2 sport=40004 dport=8080 src=10.244.1.2 dst=10.244.1.6 sport=8080 dport=40004 [ASSURED] mark=0 use=1',
   ].join('\n');
 
   it('parses both tuples', () => {
     const e = parseConntrack(text);
-    expect(e).toHaveLength(5);
-    expect(e[0]).toEqual({ family: 4, proto: 'tcp', origSrc: '10.244.1.6', origDst: '10.96.0.10', origSport: 40000, origDport: 80, replySrc: '10.244.1.2', replySport: 8080 });
-    expect(e[3]).toMatchObject({ proto: 'icmp', origSrc: '10.244.1.6', replySrc: '10.244.1.2' });
+    expect(e).toHaveLength(7);
+    expect(e[0]).toEqual({ family: 4, proto: 'tcp', origSrc: '10.244.1.6', origDst: '10.96.0.10', origSport: 40000, origDport: 80, replySrc: '10.244.1.2', replySport: 8080, tcpState: 'ESTABLISHED' });
+    expect(e[3]).toEqual({ family: 4, proto: 'icmp', origSrc: '10.244.1.6', origDst: '10.244.1.2', replySrc: '10.244.1.2' });
+    expect(e.slice(5).map((x) => x.tcpState)).toEqual(['CLOSE', 'TIME_WAIT']);
   });
 
-  it('deletes exactly the flows the new state denies, judged on the real (DNATed) server', () => {
+  it('deletes exactly the flows the new state denies, judged on the real (DNATed) server; finished TCP flows are left to expire', () => {
     const w = base();
     w.policies.push(policyObj('x', 'p', { podSelector: { matchLabels: { pod: 'a' } }, ingress: [{ from: [{ podSelector: { matchLabels: { pod: 'b' } } }] }] }));
     const cmds = planFlowDeletions(state(w), parseConntrack(text), NODE);
