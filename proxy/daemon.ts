@@ -8,7 +8,7 @@ import type { ServiceHealthInfo } from './services/healthcheck/servers.ts';
 import { ProxyHealth } from './services/healthcheck/proxy-health.ts';
 import { ProxyMetrics } from './services/metrics/metrics.ts';
 import { nodeInfoFromNode } from './services/model/convert.ts';
-import { planServicePort, planServices } from './services/model/plan.ts';
+import { healthCheckLocalEndpoints, planServicePort, planServices } from './services/model/plan.ts';
 import { ChangeTracker } from './services/model/tracker.ts';
 import type { IpFamily, NodeInfo, ProxyBackend, ProxyConfigView, ServicePlan } from './services/model/types.ts';
 import { BoundedFrequencyRunner, realClock, type Clock } from './services/runner/bounded.ts';
@@ -229,7 +229,7 @@ export class ProxyDaemon {
         if (s.healthCheckNodePort > 0) {
           const cur = healthPorts.get(s.healthCheckNodePort);
           // one health check port per service: its count is the service's local endpoints (max over its ports)
-          const n = Math.max(plan.localEndpoints.length, cur?.localEndpoints ?? 0);
+          const n = Math.max(healthCheckLocalEndpoints(plan), cur?.localEndpoints ?? 0);
           healthPorts.set(s.healthCheckNodePort, { namespace: s.namespace, name: s.name, localEndpoints: n });
         }
       }

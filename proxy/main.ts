@@ -8,8 +8,9 @@ import { availableParallelism, hostname } from 'node:os';
 import pino from 'pino';
 import { ExecRunner } from '../lib/exec/exec.ts';
 import type { Runner } from '../lib/exec/runner.ts';
+import { readSysctl } from '../lib/sysctl/sysctl.ts';
 import { IptablesProxier } from './services/backends/iptables/proxier.ts';
-import { conntrackSysctls } from './services/conntrack/sysctls.ts';
+import { conntrackSysctls, type Sysctl } from './services/conntrack/sysctls.ts';
 import { configView, loadConfig, splitHostPort, type DaemonConfig } from './config/config.ts';
 import { ProxyDaemon } from './daemon.ts';
 import { ServiceHealthServers, startHealthzServer, startMetricsServer } from './services/healthcheck/servers.ts';
@@ -81,6 +82,35 @@ async function cleanupAll(cfg: DaemonConfig, nodeName: string, runner: Runner, l
   }
 }
 
+/**
+ * The kernel settings the daemon's config asks of the node: conntrack timeouts and limits, and (for the init step,
+ * with NetworkPolicy on) bridged pod traffic through the IP hooks: br_netfilter's bridge-nf-call-ip(6)tables, per
+ * network namespace, which the policy controller checks again at its start.
+ */
+function nodeSysctls(cfg: DaemonConfig, cpus: number): Sysctl[] {
+  const out = conntrackSysctls(cfg.conntrack, cpus);
+  if (cfg.initNode && cfg.networkPolicy) {
+    for (const key of ['net.bridge.bridge-nf-call-iptables', 'net.bridge.bridge-nf-call-ip6tables']) out.push({ key, value: '1' });
+  }
+  return out;
+}
+
+/** Writes the settings that differ; one already in place is not written (the daemon cannot, unprivileged). */
+async function applySysctls(sysctls: readonly Sysctl[], runner: Runner, log: Log): Promise<void> {
+  for (const sc of sysctls) {
+    let cur = '';
+    try {
+      cur = readSysctl(sc.key);
+    } catch {
+      /* absent (module not loaded): the write below reports it */
+    }
+    if (cur === sc.value) continue;
+    const r = await runner.run(['sysctl', '-w', `${sc.key}=${sc.value}`], { allowFail: true });
+    if (r.code !== 0) log.warn({ sysctl: sc.key, value: cur || 'absent', want: sc.value, err: r.stderr.trim() }, 'cannot set sysctl');
+    else log.info({ sysctl: sc.key, value: sc.value }, 'sysctl set');
+  }
+}
+
 async function main(argv: string[]): Promise<number> {
   let cfg: DaemonConfig;
   try {
@@ -104,18 +134,24 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
 
-  let sysctls: ReturnType<typeof conntrackSysctls>;
+  let sysctls: ReturnType<typeof nodeSysctls>;
   try {
-    sysctls = conntrackSysctls(cfg.conntrack, availableParallelism());
+    sysctls = nodeSysctls(cfg, availableParallelism());
   } catch (e) {
     process.stderr.write(`flatnet-proxy: ${(e as Error).message}\n`);
     return 2;
   }
-  for (const sc of sysctls) {
-    const r = await runner.run(['sysctl', '-w', `${sc.key}=${sc.value}`], { allowFail: true });
-    if (r.code !== 0) log.warn({ sysctl: sc.key, err: r.stderr.trim() }, 'cannot set conntrack sysctl');
-    else log.info({ sysctl: sc.key, value: sc.value }, 'conntrack sysctl set');
+  if (cfg.initNode) {
+    // the DaemonSet's privileged init container: /proc/sys is read-only in the unprivileged daemon
+    if (cfg.networkPolicy) {
+      const r = await runner.run(['modprobe', 'br_netfilter'], { allowFail: true });
+      if (r.code !== 0) log.warn({ err: r.stderr.trim() }, 'cannot load br_netfilter: same-node pods will not be isolated by NetworkPolicy');
+    }
+    await applySysctls(sysctls, runner, log);
+    log.info({}, 'node settings applied');
+    return 0;
   }
+  await applySysctls(sysctls, runner, log);
 
   const families: IpFamily[] = [4];
   if (cfg.clusterCIDRs.some((c) => c.includes(':'))) families.push(6);
@@ -152,7 +188,7 @@ async function main(argv: string[]): Promise<number> {
     const hz = splitHostPort(cfg.healthzBindAddress);
     if (hz) servers.push(await startHealthzServer(hz[0], hz[1], daemon.health));
     const mz = splitHostPort(cfg.metricsBindAddress);
-    if (mz) servers.push(await startMetricsServer(mz[0], mz[1], () => daemon.metrics.render(), daemon.health));
+    if (mz) servers.push(await startMetricsServer(mz[0], mz[1], () => daemon.metrics.render(), daemon.health, cfg.mode));
   } catch (e) {
     log.error({ err: String(e) }, 'cannot open the health/metrics ports');
     return 1;

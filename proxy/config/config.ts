@@ -47,6 +47,8 @@ export interface DaemonConfig {
   serviceProxyName: string;
   logLevel: string;
   cleanup: boolean;
+  /** set the node's kernel settings (conntrack sysctls; br_netfilter for NetworkPolicy), then exit: the privileged init step */
+  initNode: boolean;
   configFile: string;
 }
 
@@ -81,6 +83,7 @@ export const DEFAULTS: DaemonConfig = {
   serviceProxyName: '',
   logLevel: 'info',
   cleanup: false,
+  initNode: false,
   configFile: '',
 };
 
@@ -257,8 +260,9 @@ const FLAG_KEYS: Record<string, (c: Partial<DaemonConfig>, v: string) => void> =
   },
   v: (c, v) => (c.logLevel = Number(v) >= 4 ? 'debug' : 'info'),
   cleanup: (c, v) => (c.cleanup = v !== 'false'),
+  'init-node': (c, v) => (c.initNode = v !== 'false'),
 };
-const BOOL_FLAGS = new Set(['cleanup', 'masquerade-all', 'iptables-localhost-nodeports', 'network-policy', 'help']);
+const BOOL_FLAGS = new Set(['cleanup', 'init-node', 'masquerade-all', 'iptables-localhost-nodeports', 'network-policy', 'help']);
 
 /** kube-proxy style flags: --name=value, --name value, boolean --name. Unknown flags are an error. */
 export function parseFlags(argv: readonly string[]): ParsedFlags {

@@ -195,8 +195,19 @@ spec:
     }
   });
 
-  it('a NetworkPolicy isolates the pods it selects, and lets in what it allows', async () => {
+  it('a NetworkPolicy isolates the pods it selects, from other nodes and from its own bridge, and lets in what it allows', async () => {
     const [target, allowed, denied] = pods as [PodView, PodView, PodView];
+    // a client on the target's node: its packets cross only the node's bridge (br_netfilter, set by init-node)
+    kApply(`apiVersion: v1
+kind: Pod
+metadata: { name: neighbour, namespace: ${NS} }
+spec:
+  nodeName: ${target.node}
+  tolerations: [{ operator: Exists }]
+  containers: [{ name: agnhost, image: ${AGNHOST}, imagePullPolicy: Never, args: ["pause"] }]
+`);
+    k('-n', NS, 'wait', '--for=condition=Ready', 'pod/neighbour', '--timeout=120s');
+    for (const n of nodes) expect(dockerExec(n.name, 'sysctl', '-n', 'net.bridge.bridge-nf-call-iptables').trim(), n.name).toBe('1');
     k('-n', NS, 'label', 'pod', allowed.name, 'role=client');
     k('-n', NS, 'label', 'pod', target.name, 'isolated=yes');
     kApply(`apiVersion: networking.k8s.io/v1
@@ -216,9 +227,13 @@ spec:
         return true;
       }
     }, 60_000, 200);
+    expect(() => fromPod('neighbour', url)).toThrow();
     expect(fromPod(allowed.name, url)).toBe(target.name);
+    k('-n', NS, 'label', 'pod', 'neighbour', 'role=client');
+    await waitFor('neighbour, now a client, let in', () => fromPod('neighbour', url) === target.name, 60_000, 200);
     k('-n', NS, 'delete', 'networkpolicy', 'only-clients');
     await waitFor(`${denied.name} -> ${target.name} allowed again`, () => fromPod(denied.name, url) === target.name, 60_000, 200);
+    k('-n', NS, 'delete', 'pod', 'neighbour', '--wait=false');
   });
 
   // The mode is switched the way users and kind:conformance do it: the ConfigMap, then a DaemonSet rollout.
@@ -313,8 +328,9 @@ spec:
     k('-n', NS, 'delete', 'pod', 'churn-4', 'churn-5', '--wait=false');
     dockerExec(node.name, 'systemctl', 'restart', 'kubelet');
     await waitFor('churn settled', () => {
-      const left = k('-n', NS, 'get', 'pods', '-l', 'churn=yes', '-o', 'jsonpath={range .items[*]}{.metadata.name} {.status.phase} {.metadata.deletionTimestamp}{"\\n"}{end}').trim().split('\n');
-      return left.length === 6 && left.every((l) => / Running $/.test(l));
+      const left = k('-n', NS, 'get', 'pods', '-l', 'churn=yes', '-o', 'jsonpath={range .items[*]}{.metadata.name} {.status.phase} {.metadata.deletionTimestamp}{"\\n"}{end}').split('\n').filter((l) => l.trim());
+      // six left, each Running and not being deleted (an empty deletionTimestamp)
+      return left.length === 6 && left.every((l) => /^\S+ Running\s*$/.test(l));
     }, 240_000, 1000);
     k('-n', NS, 'delete', 'pod', '-l', 'churn=yes', '--wait=true', '--timeout=180s');
     // what the node holds must be exactly what its remaining pods use

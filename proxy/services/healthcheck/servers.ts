@@ -1,4 +1,4 @@
-// HTTP servers: the daemon's /healthz + /livez (default :10256), /metrics (default 127.0.0.1:10249), and one
+// HTTP servers: the daemon's /healthz + /livez (default :10256), /metrics + /proxyMode (default 127.0.0.1:10249), and one
 // server per healthCheckNodePort of externalTrafficPolicy=Local services, answering like kube-proxy:
 // 200 with local endpoints, 503 without, body {"service":{"namespace","name"},"localEndpoints":N,"serviceProxyHealthy":b}.
 
@@ -44,13 +44,15 @@ export async function startHealthzServer(host: string, port: number, health: Pro
   return server;
 }
 
-/** /metrics */
-export async function startMetricsServer(host: string, port: number, render: () => string, health?: ProxyHealth): Promise<Server> {
+/** /metrics, and /proxyMode (the mode as plain text, which tools and e2e tests read from kube-proxy's metrics port) */
+export async function startMetricsServer(host: string, port: number, render: () => string, health?: ProxyHealth, proxyMode?: string): Promise<Server> {
   const server = createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     if (path === '/metrics') {
       res.writeHead(200, { 'Content-Type': 'text/plain; version=0.0.4; charset=utf-8' });
       res.end(render());
+    } else if (path === '/proxyMode' && proxyMode) {
+      res.writeHead(200, { 'Content-Type': 'text/plain; charset=utf-8', 'X-Content-Type-Options': 'nosniff' }).end(proxyMode);
     } else if (path === '/healthz' && health) {
       const [code, body] = health.respond('/healthz');
       res.writeHead(code, { 'Content-Type': 'application/json' }).end(body);

@@ -134,6 +134,14 @@ export function planServices(
   return out;
 }
 
+/**
+ * The count a healthCheckNodePort reports, as kube-proxy: local endpoints that are ready. Local serving-terminating
+ * endpoints still take the traffic when nothing else is left, but the node answers 503 so load balancers drain it.
+ */
+export function healthCheckLocalEndpoints(plan: ServicePlan): number {
+  return plan.localEndpoints.filter((ep) => ep.ready).length;
+}
+
 /** Endpoints that external traffic (NodePort, LB, externalIPs) from outside the node is sent to. */
 export function externalEndpoints(plan: ServicePlan): Endpoint[] {
   if (plan.svc.externalTrafficPolicyLocal) return plan.localEndpoints;

@@ -113,9 +113,14 @@ describe('deploy/ manifests', () => {
     expect(mounts['/lib/modules'].readOnly).toBe(true);
     const vols = Object.fromEntries(spec.volumes.map((v: { name: string; hostPath?: { path: string } }) => [v.name, v.hostPath?.path]));
     expect(vols['xtables-lock']).toBe('/run/xtables.lock');
-    const init = spec.initContainers[0];
-    expect(init.command.join(' ')).toContain('install-cni.sh');
-    expect(init.restartPolicy).toBe('Always');
+    const inits = Object.fromEntries(spec.initContainers.map((c: { name: string }) => [c.name, c]));
+    expect(spec.initContainers.map((c: { name: string }) => c.name)).toEqual(['init-node', 'install-cni']);
+    expect(inits['install-cni'].command.join(' ')).toContain('install-cni.sh');
+    expect(inits['install-cni'].restartPolicy).toBe('Always');
+    // the one privileged step runs the daemon's --init-node and exits; the daemon itself stays unprivileged
+    expect(inits['init-node'].command).toEqual(['node', '/opt/flatnet/flatnet-proxy.mjs', '--config=/etc/flatnet/config.yaml', '--init-node']);
+    expect(inits['init-node'].securityContext.privileged).toBe(true);
+    expect(inits['init-node'].restartPolicy).toBeUndefined();
   });
 
   it('the conflist template names flatnet plugins only, and the vxlan plugin first', () => {

@@ -3,7 +3,8 @@ import { describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig, parseDuration } from '../../../proxy/config/config.ts';
 import { ProxyDaemon } from '../../../proxy/daemon.ts';
 import { ProxyHealth } from '../../../proxy/services/healthcheck/proxy-health.ts';
-import { ServiceHealthServers } from '../../../proxy/services/healthcheck/servers.ts';
+import type { AddressInfo } from 'node:net';
+import { ServiceHealthServers, startMetricsServer } from '../../../proxy/services/healthcheck/servers.ts';
 import { ProxyMetrics } from '../../../proxy/services/metrics/metrics.ts';
 import type { ProxyBackend, SyncInput } from '../../../proxy/services/model/types.ts';
 import { FakeSource, proxyConfig, sliceObject, svcObject } from '../../helpers/proxy-fixtures.ts';
@@ -117,6 +118,22 @@ describe('ServiceHealthServers', () => {
       await expect(fetch(`http://127.0.0.1:${port}/`)).rejects.toThrow();
     } finally {
       await s.stop();
+    }
+  });
+});
+
+describe('startMetricsServer', () => {
+  it('serves /metrics and /proxyMode (plain text, as kube-proxy answers on its metrics port)', async () => {
+    const server = await startMetricsServer('127.0.0.1', 0, () => 'm 1\n', undefined, 'nftables');
+    try {
+      const port = (server.address() as AddressInfo).port;
+      const mode = await fetch(`http://127.0.0.1:${port}/proxyMode`);
+      expect(mode.status).toBe(200);
+      expect(await mode.text()).toBe('nftables');
+      expect(await (await fetch(`http://127.0.0.1:${port}/metrics`)).text()).toBe('m 1\n');
+      expect((await fetch(`http://127.0.0.1:${port}/configz`)).status).toBe(404);
+    } finally {
+      await new Promise<void>((r) => server.close(() => r()));
     }
   });
 });

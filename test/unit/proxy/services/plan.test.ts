@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { externalEndpoints, planServicePort, planServices, topologyMode } from '../../../../proxy/services/model/plan.ts';
+import { externalEndpoints, healthCheckLocalEndpoints, planServicePort, planServices, topologyMode } from '../../../../proxy/services/model/plan.ts';
 import type { Endpoint, NodeInfo, ServicePort } from '../../../../proxy/services/model/types.ts';
 import { servicePort } from '../../../helpers/proxy-fixtures.ts';
 
@@ -63,6 +63,15 @@ describe('planServicePort', () => {
     expect(ips(p.clusterEndpoints)).toEqual(['10.0.0.1', '10.0.0.2']);
     expect(ips(p.clusterWideEndpoints!)).toEqual(['10.0.0.1', '10.0.0.2']);
     expect(ips(externalEndpoints(p))).toEqual(['10.0.0.1']);
+  });
+
+  it('health check count: local ready endpoints only; local terminating ones serve but report 0 (kube-proxy)', () => {
+    const s = svc({ nodePort: 30080, externalTrafficPolicyLocal: true, healthCheckNodePort: 32000 });
+    const ready = planServicePort(s, [ep('10.0.0.1', 'n1'), ep('10.0.0.3', 'n1'), ep('10.0.0.2', 'n2')], node);
+    expect(healthCheckLocalEndpoints(ready)).toBe(2);
+    const draining = planServicePort(s, [ep('10.0.0.1', 'n1', terminating), ep('10.0.0.2', 'n2')], node);
+    expect(ips(draining.localEndpoints)).toEqual(['10.0.0.1']);
+    expect(healthCheckLocalEndpoints(draining)).toBe(0);
   });
 
   it('externalTrafficPolicy Local is ignored for services not reachable from outside', () => {
