@@ -133,7 +133,7 @@ export function render(state: PolicyState): Rendered {
   const useSet = (name: string, spec: { type: string }, elements: () => Map<string, string>): void => {
     if (!sets.has(name)) sets.set(name, { ...spec, elements: elements() });
   };
-  const chainMemo = new Map<string, string[]>();
+  const chainMemo = new Map<string, { rules: string[]; chain: string }>();
   const keys = [...state.pods.keys()].sort();
   for (const key of keys) {
     const pod = state.pods.get(key)!;
@@ -143,10 +143,14 @@ export function render(state: PolicyState): Rendered {
       if (!prs) continue;
       // replicas have the same rule references: render their chain once
       const memoKey = `${dir}|${families.join('')}|${prs.map((pr) => `${pr.rule}:${portsMatch(pr.ports)}${pr.ports?.length === 0 ? '-' : ''}`).join('|')}`;
-      let rules = chainMemo.get(memoKey);
-      if (!rules) chainMemo.set(memoKey, (rules = chainRules(dir, families, prs, state.rules, useSet)));
-      const chain = chainName(dir, rules);
-      chains.set(chain, rules);
+      let memo = chainMemo.get(memoKey);
+      if (!memo) {
+        const rules = chainRules(dir, families, prs, state.rules, useSet);
+        memo = { rules, chain: chainName(dir, rules) };
+        chainMemo.set(memoKey, memo);
+        chains.set(memo.chain, rules);
+      }
+      const chain = memo.chain;
       for (const ip of pod.ips) sets.get(`${dir === 'ingress' ? 'ing' : 'eg'}${familyOf(ip)}`)!.elements.set(ip, `jump ${chain}`);
     }
     if (pod.ingress || pod.egress) for (const ip of pod.ips) sets.get(`iso${familyOf(ip)}`)!.elements.set(ip, '');
