@@ -4,11 +4,12 @@
 //   node proxy/main.ts --cleanup           remove every rule flatnet's proxy created, then exit
 // SIGTERM/SIGINT: stop watching and serving, stop the overlay controller, leave the kernel rules in place.
 
+import { existsSync } from 'node:fs';
 import { availableParallelism, hostname } from 'node:os';
 import pino from 'pino';
 import { ExecRunner } from '../lib/exec/exec.ts';
 import type { Runner } from '../lib/exec/runner.ts';
-import { readSysctl } from '../lib/sysctl/sysctl.ts';
+import { readSysctl, sysctlKeyPath, writeSysctl } from '../lib/sysctl/sysctl.ts';
 import { IptablesProxier } from './services/backends/iptables/proxier.ts';
 import { conntrackSysctls, type Sysctl } from './services/conntrack/sysctls.ts';
 import { configView, loadConfig, splitHostPort, type DaemonConfig } from './config/config.ts';
@@ -96,18 +97,18 @@ function nodeSysctls(cfg: DaemonConfig, cpus: number): Sysctl[] {
 }
 
 /** Writes the settings that differ; one already in place is not written (the daemon cannot, unprivileged). */
-async function applySysctls(sysctls: readonly Sysctl[], runner: Runner, log: Log): Promise<void> {
+function applySysctls(sysctls: readonly Sysctl[], log: Log): void {
   for (const sc of sysctls) {
+    const path = sysctlKeyPath(sc.key);
     let cur = '';
     try {
-      cur = readSysctl(sc.key);
+      cur = readSysctl(path);
     } catch {
       /* absent (module not loaded): the write below reports it */
     }
     if (cur === sc.value) continue;
-    const r = await runner.run(['sysctl', '-w', `${sc.key}=${sc.value}`], { allowFail: true });
-    if (r.code !== 0) log.warn({ sysctl: sc.key, value: cur || 'absent', want: sc.value, err: r.stderr.trim() }, 'cannot set sysctl');
-    else log.info({ sysctl: sc.key, value: sc.value }, 'sysctl set');
+    if (writeSysctl(path, sc.value, true)) log.info({ sysctl: sc.key, value: sc.value }, 'sysctl set');
+    else log.warn({ sysctl: sc.key, value: cur || 'absent', want: sc.value }, 'cannot set sysctl');
   }
 }
 
@@ -143,15 +144,15 @@ async function main(argv: string[]): Promise<number> {
   }
   if (cfg.initNode) {
     // the DaemonSet's privileged init container: /proc/sys is read-only in the unprivileged daemon
-    if (cfg.networkPolicy) {
+    if (cfg.networkPolicy && !existsSync('/proc/sys/net/bridge')) {
       const r = await runner.run(['modprobe', 'br_netfilter'], { allowFail: true });
       if (r.code !== 0) log.warn({ err: r.stderr.trim() }, 'cannot load br_netfilter: same-node pods will not be isolated by NetworkPolicy');
     }
-    await applySysctls(sysctls, runner, log);
+    applySysctls(sysctls, log);
     log.info({}, 'node settings applied');
     return 0;
   }
-  await applySysctls(sysctls, runner, log);
+  applySysctls(sysctls, log);
 
   const families: IpFamily[] = [4];
   if (cfg.clusterCIDRs.some((c) => c.includes(':'))) families.push(6);

@@ -15,6 +15,11 @@ cd "$(dirname "$0")/../.."
 . deploy/kind/lib.sh
 . deploy/kind/e2e-lib.sh
 
+# one build at a time on this machine (two kind:up runs share the engine's tags and this checkout's dist/)
+mkdir -p "$FLATNET_CACHE"
+exec 9>"$FLATNET_CACHE/kind-images.lock"
+flock 9
+
 DEBIAN_IMAGE="${DEBIAN_IMAGE:-flatnet-kind/debian:bookworm}"
 AGNHOST_IMAGE=registry.k8s.io/e2e-test-images/agnhost:2.59
 FLATNET_IMAGE="${FLATNET_IMAGE:-flatnet:dev}"

@@ -29,3 +29,9 @@ export function sysctlShellLine(key: string, value: string, optional = false): s
   const line = `echo ${value} > ${sysctlPath(key)}`;
   return optional ? `{ ${line}; } 2>/dev/null || true` : line;
 }
+
+/** sysctl(8)'s dotted form (net.bridge.bridge-nf-call-iptables) -> the path form these functions take; only for keys
+ * whose components hold no dots themselves (interface names can: use the path form for those) */
+export function sysctlKeyPath(dotted: string): string {
+  return dotted.replaceAll('.', '/');
+}

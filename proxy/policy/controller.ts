@@ -10,7 +10,7 @@ import type { KubeConfig } from '../../lib/kube/config.ts';
 import { ListWatcher, objectKey, type KubeObject, type WatchLog } from '../../lib/kube/watch.ts';
 import { Nft } from '../../lib/nft/nft.ts';
 import { NftSession } from '../../lib/nft/session.ts';
-import { readSysctl, writeSysctl } from '../../lib/sysctl/sysctl.ts';
+import { readSysctl, sysctlKeyPath, writeSysctl } from '../../lib/sysctl/sysctl.ts';
 import { runConntrackCleanup } from '../services/conntrack/stale.ts';
 import { BoundedFrequencyRunner, realClock, type Clock } from '../services/runner/bounded.ts';
 import { computeState, type PolicyState } from './compute.ts';
@@ -192,13 +192,14 @@ export class PolicyController {
     }
     // /proc/sys is read-only in an unprivileged container: the usual value (1, the per-netns default) is only read
     for (const k of BRIDGE_SYSCTLS) {
+      const path = sysctlKeyPath(k);
       let v = '';
       try {
-        v = readSysctl(k);
+        v = readSysctl(path);
       } catch {
         /* br_netfilter absent: no bridge traffic reaches any IP hook, nor is it filtered by one */
       }
-      if (v !== '1' && !writeSysctl(k, '1', true)) this.o.log.error({ sysctl: k, value: v || 'absent' }, BRIDGE_WARNING);
+      if (v !== '1' && !writeSysctl(path, '1', true)) this.o.log.error({ sysctl: k, value: v || 'absent' }, BRIDGE_WARNING);
     }
   }
 
