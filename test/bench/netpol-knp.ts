@@ -221,6 +221,9 @@ export async function knpSection(o: KnpInput): Promise<KnpResult> {
           await k.patch('/api/v1/namespaces/ns0/pods/c', { metadata: { labels: { role } } });
           await until(() => ctl.changesApplied > before && ctl.changesApplied === ctl.changesSeen, 60_000);
           flips.flatnet[kind].push(r1(performance.now() - t0));
+          // a restricting change goes on with its conntrack re-check after the commit: let it end before the check
+          // below blocks this event loop, or the next change would wait for it
+          await until(() => ctl.settled, 60_000);
           // connlat's server resets every connection: allowed = reset (or data), denied = no answer
           const denied = o.fx.probe('c', [`tcp:${IP.a}:7000`], 500)[0] === 'ERR:TIMEOUT';
           if (denied !== (kind === 'deny')) throw new Error(`after the ${kind} relabel c -> a:7000 was ${denied ? 'denied' : 'allowed'}`);
