@@ -6,6 +6,7 @@ import type { Endpoint, IpFamily, NodeInfo, Protocol, ServicePort } from './type
 
 export const SERVICE_PROXY_NAME_LABEL = 'service.kubernetes.io/service-proxy-name';
 export const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
+export const HEADLESS_LABEL = 'service.kubernetes.io/headless';
 export const ZONE_LABEL = 'topology.kubernetes.io/zone';
 export const DEFAULT_AFFINITY_TIMEOUT = 10800;
 
@@ -19,8 +20,12 @@ function protocolOf(p: string | undefined): Protocol | undefined {
   return v === 'TCP' || v === 'UDP' || v === 'SCTP' ? v : undefined;
 }
 
-/** Should this proxy handle the service? (headless, ExternalName and foreign service-proxy-name are skipped) */
+/**
+ * Should this proxy handle the service? Headless ones (no cluster IP, or labelled service.kubernetes.io/headless, as
+ * kube-proxy's informers select them away), ExternalName and foreign service-proxy-name are skipped.
+ */
 export function shouldProxy(svc: V1Service, proxyName = ''): boolean {
+  if (svc.metadata?.labels?.[HEADLESS_LABEL] !== undefined) return false;
   const label = svc.metadata?.labels?.[SERVICE_PROXY_NAME_LABEL];
   if (proxyName === '' ? label !== undefined : label !== proxyName) return false;
   const spec = svc.spec;

@@ -28,13 +28,15 @@ function slice(svc: string, sliceName: string, ips: string[], opts: { ready?: bo
 const KEY = 'ns/a:http/TCP/v4';
 
 describe('servicePortsFromService', () => {
-  it('skips headless, ExternalName and foreign proxy names', () => {
+  it('skips headless (no cluster IP or the headless label), ExternalName and foreign proxy names', () => {
     expect(servicePortsFromService(service('a', { clusterIP: 'None', clusterIPs: ['None'] }))).toEqual([]);
     expect(servicePortsFromService(service('a', { type: 'ExternalName', externalName: 'x.example', clusterIP: undefined, clusterIPs: undefined }))).toEqual([]);
     const labelled = service('a', {}, { 'service.kubernetes.io/service-proxy-name': 'other' });
     expect(servicePortsFromService(labelled)).toEqual([]);
     expect(servicePortsFromService(labelled, 'other')).toHaveLength(1);
     expect(servicePortsFromService(service('a'), 'other')).toEqual([]);
+    // the label kube-proxy's informers select away, whatever its value
+    expect(servicePortsFromService(service('a', {}, { 'service.kubernetes.io/headless': '' }))).toEqual([]);
   });
 
   it('splits dual-stack services per family and filters addresses by family', () => {
