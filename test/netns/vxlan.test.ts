@@ -175,11 +175,13 @@ describe('vxlan controller on real netns nodes', () => {
     expect(txPackets(p1.node.ns)).toBe(tx1);
   });
 
-  it('node -> remote pod and pod -> remote node keep their addresses', () => {
+  it('node -> remote pod keeps the node overlay address; pod -> remote node is masqueraded to its own node', () => {
     const [p1, p2] = pods as [BedPod, BedPod];
     const [n1, n2] = bed.nodes;
     expect(peerSeen(n1!.ns, p2.ns, p2.ip, 'TCP', 7005)).toBe('10.244.1.0'); // the node's source on flatnet.1 is its .0
-    expect(peerSeen(p1.ns, n2!.ns, n2!.ip, 'TCP', 7006)).toBe(p1.ip);
+    // a node IP is outside the pod network: the request leaves over the underlay as the node, so the reply comes back
+    // the same way (nodes with strict rp_filter, as kind's, drop a reply to a pod source that arrives over the overlay)
+    expect(peerSeen(p1.ns, n2!.ns, n2!.ip, 'TCP', 7006)).toBe(n1!.ip);
   });
 
   it('passes 1400-byte packets with DF across nodes and stops oversize ones at the pod MTU', () => {
