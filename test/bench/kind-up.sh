@@ -51,10 +51,10 @@ median=$(echo "$sorted" | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a
 {
   echo "# kind:up timings"
   echo
-  echo "- machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GB; $(docker version -f 'docker {{.Server.Version}}' 2>/dev/null || echo docker)"
+  echo "- machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GB; docker $(docker info -f '{{.ServerVersion}}, {{.Driver}}, cgroup {{.CgroupDriver}} v{{.CgroupVersion}}' 2>/dev/null)"
   echo "- kind $KIND_VERSION, Kubernetes $K8S_VERSION, kind-config.yaml (3 nodes); Go binaries already cached in $FLATNET_CACHE"
   echo "- recorded $(date -u +%Y-%m-%dT%H:%MZ) by \`npm run bench:kind -- --runs $RUNS\`"
-  echo "- kind:up with every image cached: median $median s over $RUNS runs (min $(echo "$sorted" | head -1), max $(echo "$sorted" | tail -1))"
+  echo "- kind:up with every image cached: median $median s over $RUNS runs (min $(echo "$sorted" | head -1 | xargs), max $(echo "$sorted" | tail -1 | xargs))"
   echo
   echo "| step | seconds | load average before (1, 5, 15 min) |"
   echo "|---|---:|---|"
